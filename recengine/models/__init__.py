@@ -1,0 +1,5 @@
+"""Model families. Importing this package registers every built-in family with the registry."""
+
+from recengine.models.base import Recommender, create_model, get_model_class, model_names, register
+
+__all__ = ["Recommender", "create_model", "get_model_class", "model_names", "register"]
