@@ -329,6 +329,18 @@ class Recommender(ABC):
     def score_folded(self, user_repr: np.ndarray) -> torch.Tensor:
         """Scores of all items (n_items,) float32 for a representation returned by `fold_in`."""
 
+    def user_vector(self, user_repr: np.ndarray) -> np.ndarray | None:
+        """The part of a `fold_in` representation that lives in the space of `item_factors()`
+        (so it can be placed on the latent map), or None when the model has no such vector."""
+        return None
+
+    def explain(self, ratings: Mapping[int, float], item_idx: int) -> list[tuple[int, float]] | None:
+        """How much each of a new user's ratings adds to `item_idx`'s score, largest first:
+        [(rated_item_idx, contribution)], exact for models whose fold-in is linear in the
+        ratings; None when the model cannot attribute its score (callers may fall back to
+        leave-one-out re-scoring)."""
+        return None
+
     def seen_items(self, user_idx: int) -> torch.Tensor:
         """Item indices user `user_idx` interacted with in training (int64, CPU)."""
         self._check_fitted()

@@ -1,0 +1,40 @@
+"""Shared fixtures: real MovieLens data when present (else skip), isolated model and cache folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def real_data_dir() -> Path | None:
+    """$RECENGINE_DATA_DIR when it is set and exists, else None."""
+    value = os.environ.get("RECENGINE_DATA_DIR")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The folder holding real MovieLens releases; skips the test when there is none."""
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip("real MovieLens data not available (set RECENGINE_DATA_DIR)")
+    return folder
+
+
+def require_release(name: str) -> Path:
+    """Path of one real release (e.g. "ml-100k"); skips when it is absent."""
+    folder = real_data_dir()
+    if folder is None or not (folder / name).is_dir():
+        pytest.skip(f"{name} not available under RECENGINE_DATA_DIR")
+    return folder / name
+
+
+@pytest.fixture(autouse=True)
+def _isolated_folders(tmp_path_factory, monkeypatch):
+    """Every test writes models and caches into its own temporary folders, never the repo's."""
+    root = tmp_path_factory.mktemp("recengine-home")
+    monkeypatch.setenv("RECENGINE_MODELS_DIR", str(root / "models"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    monkeypatch.setenv("RECENGINE_DEVICE", "cpu")
