@@ -1,0 +1,468 @@
+"""Recommendations for a profile of ratings, with the reasons behind each one.
+
+This is what the recommendation pages call: a person's ratings `{item_idx: rating}` are folded
+into the model (`Recommender.fold_in`, no retraining), every item is scored at once, filters,
+a novelty penalty and a diversity re-ranking are applied, and each recommendation carries the
+ratings that pushed it up.
+
+Reasons are in the units of the model's score (stars for explicit models). They are exact
+when the model can attribute its score (`Recommender.explain` returns a list, e.g. matrix
+factorisation whose fold-in is linear in the ratings): the contributions then add up to
+`score(i | ratings) - score(i | no ratings)` (see `_in_score_units` for models that attribute
+a pre-activation score). Otherwise they come from leave-one-out re-scoring: the contribution
+of rating j to item i is `score(i | all ratings) - score(i | all ratings but j)`, computed with
+one fold-in per rated item for all recommended items at once (these need not add up to
+anything). `Recommendation.exact_reasons` says which was used.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recengine.data.dataset import Dataset
+from recengine.models.base import Recommender
+from recengine.onboarding import GOOD_PROFILE_SIZE
+
+__all__ = [
+    "GENRE_MATCHES",
+    "Reason",
+    "Recommendation",
+    "RecommendationFilter",
+    "THIN_OVERLAP",
+    "compare_models",
+    "generic_overlap",
+    "popularity_overlap",
+    "popularity_ranking",
+    "profile_is_thin",
+    "recommend_profile",
+    "similar_to",
+]
+
+#: How `RecommendationFilter.genres` combine: an item needs any one of them, or all of them.
+GENRE_MATCHES = ("any", "all")
+#: Share of a profile's top-k that may coincide with the popularity top-k, or with what the
+#: model shows someone with no ratings, before `profile_is_thin` flags the list as generic.
+#: (ml-100k, matrix factorisation, held-out users after 10 onboarding answers: the generic
+#: overlap of the top 10 has median 0.1 and 90th percentile 0.3; after 5 answers 0.3 and 0.5.)
+THIN_OVERLAP = 0.6
+#: MMR re-ranks at most this many of the best candidates (or 5 * k when larger).
+MMR_POOL = 200
+
+
+@dataclass(frozen=True)
+class RecommendationFilter:
+    """Which catalogue items may be recommended.
+
+    genres: keep items having any (`genre_match="any"`) or all (`"all"`) of these genres;
+        empty keeps every item.
+    year_range: (first, last) release years, inclusive; items of unknown year are dropped
+        when a range is set. None keeps every year.
+    min_ratings: keep items with at least this many ratings (catalogue `popularity`).
+    genre_match: "any" or "all", see `genres`.
+    """
+
+    genres: tuple[str, ...] = ()
+    year_range: tuple[int, int] | None = None
+    min_ratings: int = 0
+    genre_match: str = "any"
+
+    def __post_init__(self) -> None:
+        genres = (self.genres,) if isinstance(self.genres, str) else tuple(self.genres)
+        if not all(isinstance(genre, str) for genre in genres):
+            raise ValueError(f"genres must be a tuple of genre names, got {self.genres!r}")
+        object.__setattr__(self, "genres", genres)
+        if self.year_range is not None:
+            try:
+                first, last = self.year_range
+            except (TypeError, ValueError):
+                raise ValueError(f"year_range must be (first, last) years or None, got {self.year_range!r}") from None
+            if not all(isinstance(y, numbers.Integral) and not isinstance(y, bool) for y in (first, last)) or first > last:
+                raise ValueError(f"year_range must be two integer years with first <= last, got {self.year_range!r}")
+            object.__setattr__(self, "year_range", (int(first), int(last)))
+        if isinstance(self.min_ratings, bool) or not isinstance(self.min_ratings, numbers.Integral) or self.min_ratings < 0:
+            raise ValueError(f"min_ratings must be a non-negative integer, got {self.min_ratings!r}")
+        if self.genre_match not in GENRE_MATCHES:
+            raise ValueError(f"genre_match must be one of {GENRE_MATCHES}, got {self.genre_match!r}")
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the filter keeps every item."""
+        return not self.genres and self.year_range is None and self.min_ratings == 0
+
+    def mask(self, catalogue: pd.DataFrame) -> np.ndarray:
+        """Boolean array (len(catalogue),): True for the items this filter keeps."""
+        keep = np.ones(len(catalogue), dtype=bool)
+        if self.genres:
+            wanted = set(self.genres)
+            if self.genre_match == "any":
+                hits = [not wanted.isdisjoint(genres) for genres in catalogue["genres"]]
+            else:
+                hits = [wanted.issubset(genres) for genres in catalogue["genres"]]
+            keep &= np.fromiter(hits, dtype=bool, count=len(catalogue))
+        if self.year_range is not None:
+            years = catalogue["year"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+            first, last = self.year_range
+            with np.errstate(invalid="ignore"):
+                keep &= (years >= first) & (years <= last)
+        if self.min_ratings:
+            keep &= catalogue["popularity"].to_numpy() >= self.min_ratings
+        return keep
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One of the person's ratings and how much it adds to a recommendation's score (score units)."""
+
+    item_idx: int
+    title: str
+    rating: float
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item.
+
+    score: the model's score for the person (a predicted rating for explicit models),
+        before the novelty and diversity re-ranking that decided its position.
+    predicted_rating: `score` clipped to the rating scale for explicit models, else None.
+    reasons: the person's ratings, largest contribution first (see the module docstring).
+    exact_reasons: True when the model attributed the score exactly (`explain`), False for
+        leave-one-out re-scoring.
+    """
+
+    item_idx: int
+    title: str
+    year: int | None
+    genres: tuple[str, ...]
+    score: float
+    predicted_rating: float | None
+    reasons: list[Reason] = field(default_factory=list)
+    exact_reasons: bool = False
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _check_catalogue(model: Recommender, catalogue: pd.DataFrame) -> None:
+    model._check_fitted()
+    if len(catalogue) != model.n_items:
+        raise ValueError(
+            f"catalogue has {len(catalogue)} items but the model knows {model.n_items}; "
+            "pass the catalogue of the dataset the model was trained on"
+        )
+
+
+def _check_unit(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    return value
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    """(values - mean) / std, or zeros when the values are all equal."""
+    values = values.astype(np.float64)
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+
+
+def _popularity_rank(popularity: np.ndarray) -> np.ndarray:
+    """Rank of each item by popularity, 1 = most rated; ties share their average rank (float64)."""
+    return pd.Series(popularity).rank(method="average", ascending=False).to_numpy(dtype=np.float64)
+
+
+def _scores(model: Recommender, ratings: Mapping[int, float]) -> np.ndarray:
+    """Scores of every item for the profile (n_items,) float64 on the CPU."""
+    scores = model.score_folded(model.fold_in(ratings))
+    return torch.as_tensor(scores).detach().to("cpu", torch.float64).numpy()
+
+
+def _mmr(relevance: np.ndarray, factors: np.ndarray, k: int, diversity: float) -> np.ndarray:
+    """Maximal marginal relevance: positions of `k` rows, picked one by one to maximise
+    `(1 - diversity) * relevance_i - diversity * max_{j picked} cos(f_i, f_j)`.
+
+    relevance: (m,) in [0, 1], best first is not required; factors: (m, d). The first pick is
+    always the most relevant row. Returns int64 positions in pick order.
+    """
+    norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    unit = factors / np.where(norms > 0, norms, 1.0)
+    max_similarity = np.full(len(relevance), -np.inf)
+    available = np.ones(len(relevance), dtype=bool)
+    picked = np.empty(min(k, len(relevance)), dtype=np.int64)
+    for step in range(len(picked)):
+        redundancy = np.where(np.isfinite(max_similarity), max_similarity, 0.0)
+        value = np.where(available, (1.0 - diversity) * relevance - diversity * redundancy, -np.inf)
+        best = np.flatnonzero(value == value.max())
+        chosen = int(best[np.argmax(relevance[best])])  # ties: the more relevant, then the earlier
+        picked[step] = chosen
+        available[chosen] = False
+        max_similarity = np.maximum(max_similarity, unit @ unit[chosen])
+    return picked
+
+
+def _reasons_for(
+    model: Recommender,
+    catalogue: pd.DataFrame,
+    ratings: dict[int, float],
+    items: np.ndarray,
+    full_scores: np.ndarray,
+) -> tuple[list[list[Reason]], list[bool]]:
+    """Reasons for each of `items`: exact from `model.explain` when it gives them, else leave-one-out."""
+    titles = catalogue["display_title"].to_numpy()
+    explained = [model.explain(ratings, int(item)) for item in items]
+    contributions: list[list[tuple[int, float]]] = [[] for _ in items]
+    exact = [pairs is not None for pairs in explained]
+    if any(exact):
+        positions = [p for p, is_exact in enumerate(exact) if is_exact]
+        baseline = _scores(model, {})[items[positions]]
+        pairs_exact = _in_score_units([explained[p] for p in positions], full_scores[items[positions]] - baseline)
+        for position, pairs in zip(positions, pairs_exact):
+            contributions[position] = pairs
+    if not all(exact):
+        rated = np.array(sorted(ratings), dtype=np.int64)
+        positions = [p for p, is_exact in enumerate(exact) if not is_exact]
+        loo = _leave_one_out(model, ratings, rated, items[positions], full_scores)
+        for column, position in enumerate(positions):
+            pairs = [(int(j), float(c)) for j, c in zip(rated.tolist(), loo[:, column])]
+            pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+            contributions[position] = pairs
+    reasons = [[Reason(j, str(titles[j]), float(ratings[j]), c) for j, c in pairs] for pairs in contributions]
+    return reasons, exact
+
+
+def _in_score_units(explained: list[list[tuple[int, float]]], score_change: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Rescale `explain` contributions so each item's sum equals its score change (score with the
+    ratings minus score with none).
+
+    `explain` may attribute a pre-activation score (matrix factorisation with a sigmoid range
+    attributes the logit), while the page shows predicted ratings. Multiplying every
+    contribution of an item by the secant slope `score_change / sum(contributions)` keeps their
+    signs and proportions and makes them add up exactly, in rating units, to how far the
+    ratings moved the item's prediction. For a model without an output activation the slope is
+    1 and nothing changes. When the contributions cancel (|sum| < 1e-3) the slope is not
+    measurable from the two scores; the median slope of the other items is used (1.0 if none).
+    """
+    totals = np.array([sum(c for _, c in pairs) for pairs in explained], dtype=np.float64)
+    measurable = np.abs(totals) >= 1e-3
+    slopes = np.ones(len(explained))
+    slopes[measurable] = score_change[measurable] / totals[measurable]
+    if (~measurable).any():
+        slopes[~measurable] = float(np.median(slopes[measurable])) if measurable.any() else 1.0
+    return [[(int(j), float(c) * slope) for j, c in pairs] for pairs, slope in zip(explained, slopes)]
+
+
+def _leave_one_out(
+    model: Recommender, ratings: dict[int, float], rated: np.ndarray, items: np.ndarray, full_scores: np.ndarray
+) -> np.ndarray:
+    """contribution[j, i] = score(items[i] | ratings) - score(items[i] | ratings without rated[j]).
+
+    One fold-in per rated item; the scored rows are stacked and differenced in one operation.
+    Returns (len(rated), len(items)) float64.
+    """
+    without = np.stack([_scores(model, {j: r for j, r in ratings.items() if j != int(left_out)})[items] for left_out in rated])
+    return full_scores[items][None, :] - without
+
+
+def _recommendations(
+    model: Recommender,
+    catalogue: pd.DataFrame,
+    ratings: dict[int, float],
+    items: np.ndarray,
+    scores: np.ndarray,
+    explain: bool,
+) -> list[Recommendation]:
+    if explain and ratings and len(items):
+        reasons, exact = _reasons_for(model, catalogue, ratings, items, scores)
+    else:
+        reasons, exact = [[] for _ in items], [False] * len(items)
+    titles = catalogue["display_title"].to_numpy()
+    years = catalogue["year"].to_numpy(dtype=object, na_value=None)
+    genres = catalogue["genres"].to_numpy()
+    low, high = model.rating_scale
+    out = []
+    for position, item in enumerate(items.tolist()):
+        score = float(scores[item])
+        out.append(
+            Recommendation(
+                item_idx=int(item),
+                title=str(titles[item]),
+                year=None if years[item] is None else int(years[item]),
+                genres=tuple(genres[item]),
+                score=score,
+                predicted_rating=float(np.clip(score, low, high)) if model.explicit else None,
+                reasons=reasons[position],
+                exact_reasons=exact[position],
+            )
+        )
+    return out
+
+
+# --- the page entry points --------------------------------------------------------------------
+def recommend_profile(
+    model: Recommender,
+    catalogue: pd.DataFrame,
+    ratings: Mapping[int, float],
+    k: int = 20,
+    filters: RecommendationFilter = RecommendationFilter(),
+    novelty: float = 0.0,
+    diversity: float = 0.0,
+    explain: bool = True,
+) -> list[Recommendation]:
+    """The top `k` items for a person described by `ratings` {item_idx: rating}, best first.
+
+    Rated items and items outside `filters` are never recommended.
+    novelty (0..1) penalises popularity: items are ranked by
+        `z(score) + novelty * z(log popularity rank)` with z the standardisation over the
+        candidates and rank 1 the most-rated item (catalogue `popularity`), so at 1 the
+        model's score and obscurity weigh the same.
+    diversity (0..1) re-ranks the best `max(5k, 200)` candidates by maximal marginal relevance
+        on the cosine of `model.item_factors()`: relevance (the novelty-adjusted score scaled
+        to 0..1) weighted `1 - diversity` against the largest similarity to the items already
+        chosen weighted `diversity`.
+    explain: attach reasons (see the module docstring); off, `reasons` are empty.
+    """
+    _check_catalogue(model, catalogue)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    novelty, diversity = _check_unit("novelty", novelty), _check_unit("diversity", diversity)
+    if not isinstance(filters, RecommendationFilter):
+        raise TypeError(f"filters must be a RecommendationFilter, got {type(filters).__name__}")
+    clean = model._validate_new_ratings(ratings)
+    scores = _scores(model, clean)
+    keep = filters.mask(catalogue) & np.isfinite(scores)
+    keep[list(clean)] = False
+    candidates = np.flatnonzero(keep)
+    if candidates.size == 0:
+        return []
+    ranking = _standardise(scores[candidates])
+    if novelty > 0:
+        popularity = catalogue["popularity"].to_numpy()
+        ranking = ranking + novelty * _standardise(np.log(_popularity_rank(popularity)[candidates]))
+    # best first, ties to the lower item index (candidates are sorted ascending)
+    order = np.argsort(-ranking, kind="stable")
+    if diversity > 0:
+        pool = order[: max(5 * int(k), MMR_POOL)]
+        relevance = ranking[pool]
+        spread = relevance.max() - relevance.min()
+        relevance = (relevance - relevance.min()) / spread if spread > 0 else np.ones_like(relevance)
+        factors = np.asarray(model.item_factors(), dtype=np.float64)[candidates[pool]]
+        chosen = candidates[pool[_mmr(relevance, factors, int(k), diversity)]]
+    else:
+        chosen = candidates[order[: int(k)]]
+    return _recommendations(model, catalogue, clean, chosen, scores, explain)
+
+
+def popularity_ranking(train: Dataset, exclude: np.ndarray | list[int] = (), k: int | None = None) -> np.ndarray:
+    """Item indices by number of ratings in `train`, most first (ties: lower index), without `exclude`."""
+    popularity = train.item_popularity().astype(np.float64)
+    popularity[np.asarray(list(exclude), dtype=np.int64)] = -np.inf
+    order = np.argsort(-popularity, kind="stable")
+    order = order[np.isfinite(popularity[order])]
+    return order if k is None else order[: int(k)]
+
+
+def popularity_overlap(model: Recommender, ratings: Mapping[int, float], train: Dataset, k: int = 10) -> float:
+    """Share (0..1) of the profile's top-k that is also in the popularity top-k (rated items
+    excluded from both). 1.0 means the model is only telling the person what everyone watches."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    mine, _ = model.recommend_for(ratings, k=int(k))
+    if len(mine) == 0:
+        return 0.0
+    popular = popularity_ranking(train, exclude=[int(item) for item in ratings], k=int(k))
+    return len(set(mine.tolist()) & set(popular.tolist())) / len(mine)
+
+
+def generic_overlap(model: Recommender, ratings: Mapping[int, float], k: int = 10) -> float:
+    """Share (0..1) of the profile's top-k that the model would also show someone with no
+    ratings at all (rated items excluded from both lists): how much of the list is the model's
+    generic default rather than the person's taste. With matrix factorisation that default is
+    the items with the highest learned bias, which need not be the most popular ones, so this
+    catches thin profiles that `popularity_overlap` misses."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    mine, _ = model.recommend_for(ratings, k=int(k))
+    if len(mine) == 0:
+        return 0.0
+    anyone, _ = model.recommend_for({}, k=int(k) + len(ratings))
+    rated = {int(item) for item in ratings}
+    anyone = [item for item in anyone.tolist() if item not in rated][: int(k)]
+    return len(set(mine.tolist()) & set(anyone)) / len(mine)
+
+
+def profile_is_thin(
+    model: Recommender,
+    ratings: Mapping[int, float],
+    train: Dataset,
+    k: int = 10,
+    max_overlap: float = THIN_OVERLAP,
+) -> bool:
+    """True when the recommendations cannot be personal yet: fewer than `GOOD_PROFILE_SIZE`
+    ratings, or more than `max_overlap` of the top-k is the popularity top-k
+    (`popularity_overlap`) or what the model shows anyone (`generic_overlap`)."""
+    if len(ratings) < GOOD_PROFILE_SIZE:
+        return True
+    return popularity_overlap(model, ratings, train, k) > max_overlap or generic_overlap(model, ratings, k) > max_overlap
+
+
+def compare_models(
+    model_a: Recommender,
+    model_b: Recommender,
+    catalogue: pd.DataFrame,
+    ratings: Mapping[int, float],
+    k: int = 10,
+    *,
+    filters: RecommendationFilter = RecommendationFilter(),
+    explain: bool = True,
+) -> tuple[list[Recommendation], list[Recommendation], list[int], float]:
+    """Both models' top-k for the same profile, side by side.
+
+    Returns (list_a, list_b, overlap_items, jaccard): overlap_items are the item indices in
+    both lists, in list_a's order; jaccard = |A & B| / |A | B| (0.0 when both are empty).
+    """
+    list_a = recommend_profile(model_a, catalogue, ratings, k, filters, explain=explain)
+    list_b = recommend_profile(model_b, catalogue, ratings, k, filters, explain=explain)
+    items_a = [rec.item_idx for rec in list_a]
+    items_b = {rec.item_idx for rec in list_b}
+    overlap = [item for item in items_a if item in items_b]
+    union = len(set(items_a) | items_b)
+    return list_a, list_b, overlap, (len(overlap) / union if union else 0.0)
+
+
+def similar_to(
+    model: Recommender,
+    item_idx: int,
+    k: int = 10,
+    *,
+    catalogue: pd.DataFrame | None = None,
+    filters: RecommendationFilter | None = None,
+) -> list[tuple[int, str, float]]:
+    """The `k` items most similar to `item_idx` ("because you watched"): [(item_idx, title, score)].
+
+    Similarity is `model.similar_items` (cosine of item factors unless the model says
+    otherwise). Titles come from `catalogue` when given, else "Item <raw id>"; `filters`
+    restricts the candidates.
+    """
+    model._check_fitted()
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if catalogue is not None:
+        _check_catalogue(model, catalogue)
+    if filters is None or filters.is_empty:
+        items, scores = model.similar_items(int(item_idx), int(k))
+    else:
+        if catalogue is None:
+            raise ValueError("filters need the catalogue: pass catalogue=dataset.catalogue")
+        items, scores = model.similar_items(int(item_idx), model.n_items)
+        keep = filters.mask(catalogue)[items]
+        items, scores = items[keep][: int(k)], scores[keep][: int(k)]
+    if catalogue is not None:
+        titles = catalogue["display_title"].to_numpy()[items].tolist()
+    else:
+        titles = [f"Item {raw}" for raw in model.item_map.ids[items].tolist()]
+    return [(int(i), str(t), float(s)) for i, t, s in zip(items.tolist(), titles, scores.tolist())]

@@ -1,0 +1,383 @@
+"""Recommendations for a profile: filters, novelty, diversity, reasons, overlap and comparison."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recengine.data.dataset import Dataset, IdMap, make_catalogue
+from recengine.models.base import Recommender, create_model
+from recengine.recommend import (
+    Recommendation,
+    RecommendationFilter,
+    compare_models,
+    generic_overlap,
+    popularity_overlap,
+    popularity_ranking,
+    profile_is_thin,
+    recommend_profile,
+    similar_to,
+)
+
+
+# --- a model with fixed factors ---------------------------------------------------------------
+@dataclass(frozen=True)
+class NoConfig:
+    """The fixed-factor test model has no hyper-parameters."""
+
+
+class FixedFactors(Recommender):
+    """score_i = bias_i + v_i . u with u = mean over rated j of (r_j - 3) v_j (a linear fold-in),
+    or u = tanh(2 * that mean) with `squash` (a non-linear one, which cannot be explained exactly).
+
+    With `exact`, `explain` returns the exact per-rating terms (r_j - 3)(v_j . v_i) / n.
+    """
+
+    name = "fixed-factors"
+    Config = NoConfig
+
+    def __init__(self, factors, bias=None, *, exact: bool = False, squash: bool = False, explicit: bool = True) -> None:
+        super().__init__(NoConfig(), device="cpu")
+        self.factors = np.asarray(factors, dtype=np.float64)
+        self.bias = np.zeros(len(self.factors)) if bias is None else np.asarray(bias, dtype=np.float64)
+        self.exact, self.squash, self.explicit = exact, squash, explicit
+        self.item_map = IdMap(np.arange(len(self.factors)))
+        self.user_map = IdMap(np.arange(1))
+        self.fold_ins = 0
+
+    def _fit(self, train, valid, on_epoch) -> None:
+        raise TypeError("FixedFactors is built with its factors, not trained")
+
+    def item_factors(self) -> np.ndarray:
+        return self.factors.astype(np.float32)
+
+    def fold_in(self, ratings) -> np.ndarray:
+        self.fold_ins += 1
+        if not ratings:
+            return np.zeros(self.factors.shape[1])
+        items = np.array(list(ratings), dtype=np.int64)
+        centred = np.array([ratings[i] for i in items.tolist()]) - 3.0
+        mean = centred @ self.factors[items] / len(items)
+        return np.tanh(2.0 * mean) if self.squash else mean
+
+    def score_folded(self, user_repr) -> torch.Tensor:
+        return torch.from_numpy(self.bias + self.factors @ np.asarray(user_repr, dtype=np.float64)).float()
+
+    def explain(self, ratings, item_idx):
+        if not self.exact:
+            return None
+        terms = [(int(j), (float(r) - 3.0) * float(self.factors[j] @ self.factors[item_idx]) / len(ratings)) for j, r in ratings.items()]
+        return sorted(terms, key=lambda term: (-term[1], term[0]))
+
+    def score_users(self, user_idx) -> torch.Tensor:
+        return self.score_folded(self.fold_in({})).expand(len(user_idx), -1)
+
+    def predict(self, user_idx, item_idx) -> np.ndarray:
+        return self.score_users(np.asarray(user_idx))[0].numpy()[np.asarray(item_idx)]
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"factors": torch.from_numpy(self.factors)}
+
+    def _restore(self, state) -> None:
+        self.factors = state["factors"].numpy()
+
+
+def catalogue_for(n_items: int, popularity=None, genres=None, years=None) -> pd.DataFrame:
+    """A catalogue whose `popularity` column is `popularity` (default: all 1)."""
+    popularity = np.ones(n_items, dtype=np.int64) if popularity is None else np.asarray(popularity, dtype=np.int64)
+    items = np.repeat(np.arange(n_items), popularity)
+    titles = [f"Movie {i}" + (f" ({years[i]})" if years is not None and years[i] is not None else "") for i in range(n_items)]
+    return make_catalogue(np.arange(n_items), titles, genres, items, np.full(len(items), 3.0), years=years)
+
+
+def dataset_with_popularity(popularity) -> Dataset:
+    """Ratings such that item i has popularity[i] ratings (users 0 .. popularity[i]-1, rating 3)."""
+    popularity = np.asarray(popularity, dtype=np.int64)
+    users = np.concatenate([np.arange(c) for c in popularity])
+    items = np.repeat(np.arange(len(popularity)), popularity)
+    return Dataset.from_arrays(
+        "pop",
+        users,
+        items,
+        np.full(len(users), 3.0),
+        user_map=IdMap(np.arange(int(popularity.max()))),
+        item_map=IdMap(np.arange(len(popularity))),
+        catalogue=catalogue_for(len(popularity), popularity),
+    )
+
+
+# --- filters ----------------------------------------------------------------------------------
+def filter_catalogue() -> pd.DataFrame:
+    genres = [("Comedy",), ("Drama", "Romance"), ("Comedy", "Romance"), (), ("Action",), ("Drama",)]
+    years = [1994, 1999, 2003, None, 1977, 2010]
+    return catalogue_for(6, popularity=[5, 0, 12, 3, 40, 8], genres=genres, years=years)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (RecommendationFilter(), [1, 1, 1, 1, 1, 1]),
+        (RecommendationFilter(genres=("Comedy",)), [1, 0, 1, 0, 0, 0]),
+        (RecommendationFilter(genres=("Comedy", "Drama")), [1, 1, 1, 0, 0, 1]),
+        (RecommendationFilter(genres=("Comedy", "Romance"), genre_match="all"), [0, 0, 1, 0, 0, 0]),
+        (RecommendationFilter(genres=("Western",)), [0, 0, 0, 0, 0, 0]),
+        (RecommendationFilter(year_range=(1994, 2003)), [1, 1, 1, 0, 0, 0]),
+        (RecommendationFilter(year_range=(1999, 1999)), [0, 1, 0, 0, 0, 0]),
+        (RecommendationFilter(min_ratings=8), [0, 0, 1, 0, 1, 1]),
+        (RecommendationFilter(genres=("Drama",), year_range=(2000, 2020), min_ratings=1), [0, 0, 0, 0, 0, 1]),
+    ],
+)
+def test_filter_mask_is_exact(filters: RecommendationFilter, expected: list[int]) -> None:
+    mask = filters.mask(filter_catalogue())
+    assert mask.dtype == bool
+    assert mask.astype(int).tolist() == expected
+
+
+def test_filter_validates_and_normalises() -> None:
+    assert RecommendationFilter(genres=["Drama"]).genres == ("Drama",)
+    assert RecommendationFilter(genres="Drama").genres == ("Drama",)
+    assert RecommendationFilter(year_range=[1990, np.int64(2000)]).year_range == (1990, 2000)
+    assert RecommendationFilter().is_empty and not RecommendationFilter(min_ratings=1).is_empty
+    for bad in (
+        {"year_range": (2000, 1990)},
+        {"year_range": (1990.5, 2000)},
+        {"year_range": 1990},
+        {"min_ratings": -1},
+        {"min_ratings": 2.5},
+        {"genres": (1, 2)},
+        {"genre_match": "some"},
+    ):
+        with pytest.raises(ValueError):
+            RecommendationFilter(**bad)
+
+
+# --- ranking ----------------------------------------------------------------------------------
+def test_recommend_profile_ranks_by_score_and_skips_rated_and_filtered() -> None:
+    bias = np.array([4.0, 1.0, 4.5, 3.0, 2.0, 4.9])
+    model = FixedFactors(np.zeros((6, 2)), bias)
+    catalogue = filter_catalogue()
+    recs = recommend_profile(model, catalogue, {5: 4.0}, k=3)
+    assert [r.item_idx for r in recs] == [2, 0, 3]  # 5 is rated
+    assert [r.score for r in recs] == pytest.approx([4.5, 4.0, 3.0])
+    assert [r.predicted_rating for r in recs] == pytest.approx([4.5, 4.0, 3.0])
+    first = recs[0]
+    assert (first.title, first.year, first.genres) == ("Movie 2 (2003)", 2003, ("Comedy", "Romance"))
+    assert recs[2].year is None
+    only_comedy = recommend_profile(model, catalogue, {}, k=5, filters=RecommendationFilter(genres=("Comedy",)))
+    assert [r.item_idx for r in only_comedy] == [2, 0]
+    assert recommend_profile(model, catalogue, {}, k=5, filters=RecommendationFilter(genres=("Western",))) == []
+
+
+def test_predicted_rating_is_clipped_for_explicit_models_and_absent_for_implicit() -> None:
+    bias = np.array([6.0, 0.1, 3.0])
+    explicit = recommend_profile(FixedFactors(np.zeros((3, 1)), bias), catalogue_for(3), {}, k=3, explain=False)
+    assert [r.predicted_rating for r in explicit] == [5.0, 3.0, 0.5]
+    assert [r.score for r in explicit] == pytest.approx([6.0, 3.0, 0.1])
+    implicit = recommend_profile(FixedFactors(np.zeros((3, 1)), bias, explicit=False), catalogue_for(3), {}, k=3)
+    assert [r.predicted_rating for r in implicit] == [None, None, None]
+
+
+def test_novelty_one_pushes_popular_items_down() -> None:
+    # Items 0..5: popularity falls, score falls slightly with it.
+    popularity = np.array([500, 200, 80, 30, 10, 3])
+    bias = np.array([4.00, 3.95, 3.90, 3.85, 3.80, 1.00])
+    model = FixedFactors(np.zeros((6, 1)), bias)
+    catalogue = catalogue_for(6, popularity)
+    plain = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6)]
+    novel = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=1.0)]
+    assert plain == [0, 1, 2, 3, 4, 5]
+    # Reference: z(score) + z(log popularity rank), rank 1 = most popular.
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    adjusted = z(bias) + z(np.log(np.arange(1, 7)))
+    # z(bias) = [.54 .49 .45 .40 .35 -2.23], z(log rank) = [-1.81 -.67 .00 .48 .85 1.15]
+    assert novel == np.argsort(-adjusted, kind="stable").tolist() == [4, 3, 2, 1, 5, 0]
+    top3_popularity = lambda items: popularity[items[:3]].mean()  # noqa: E731
+    assert top3_popularity(novel) == 40 and top3_popularity(plain) == 260
+    half = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=0.5)]
+    assert half == np.argsort(-(z(bias) + 0.5 * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
+
+
+def test_diversity_one_lowers_the_mean_pairwise_similarity() -> None:
+    # Three tight clusters along the axes; cluster 0 holds the five best-scored items.
+    rng = np.random.default_rng(0)
+    axes = np.repeat(np.eye(3), 5, axis=0)
+    factors = axes + 0.01 * rng.normal(size=(15, 3))
+    bias = np.concatenate([np.linspace(4.9, 4.5, 5), np.linspace(4.0, 3.6, 5), np.linspace(3.0, 2.6, 5)])
+    model = FixedFactors(factors, bias)
+    catalogue = catalogue_for(15)
+
+    def mean_similarity(items: list[int]) -> float:
+        unit = factors[items] / np.linalg.norm(factors[items], axis=1, keepdims=True)
+        return float(np.mean([unit[a] @ unit[b] for a, b in itertools.combinations(range(len(items)), 2)]))
+
+    focused = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=3)]
+    diverse = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=3, diversity=1.0)]
+    assert focused == [0, 1, 2]
+    assert diverse[0] == 0 and sorted(i // 5 for i in diverse) == [0, 1, 2]
+    assert mean_similarity(focused) > 0.99
+    assert abs(mean_similarity(diverse)) < 0.05
+    # A little diversity keeps the best items when they are not redundant enough to matter.
+    assert [r.item_idx for r in recommend_profile(model, catalogue, {}, k=2, diversity=0.001)] == [0, 1]
+
+
+def test_recommend_profile_rejects_bad_arguments() -> None:
+    model = FixedFactors(np.zeros((4, 1)))
+    catalogue = catalogue_for(4)
+    with pytest.raises(ValueError, match="k must be"):
+        recommend_profile(model, catalogue, {}, k=0)
+    with pytest.raises(ValueError, match="novelty"):
+        recommend_profile(model, catalogue, {}, novelty=1.5)
+    with pytest.raises(ValueError, match="diversity"):
+        recommend_profile(model, catalogue, {}, diversity=-0.1)
+    with pytest.raises(ValueError, match="catalogue has 5 items"):
+        recommend_profile(model, catalogue_for(5), {})
+    with pytest.raises(ValueError, match="rating for item 1"):
+        recommend_profile(model, catalogue, {1: 7.0})
+    with pytest.raises(ValueError, match="not in this model's catalogue"):
+        recommend_profile(model, catalogue, {9: 4.0})
+
+
+# --- reasons ----------------------------------------------------------------------------------
+def test_leave_one_out_reasons_match_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    model = FixedFactors(rng.normal(size=(12, 3)), rng.normal(size=12), squash=True)
+    ratings = {0: 5.0, 3: 1.0, 7: 4.5, 9: 2.0}
+    model.fold_ins = 0
+    recs = recommend_profile(model, catalogue_for(12), ratings, k=4)
+    assert model.fold_ins == 1 + len(ratings)  # one for the scores, one per left-out rating
+    for rec in recs:
+        assert rec.exact_reasons is False
+        full = model.score_folded(model.fold_in(ratings))[rec.item_idx].item()
+        expected = {
+            j: full - model.score_folded(model.fold_in({i: r for i, r in ratings.items() if i != j}))[rec.item_idx].item()
+            for j in ratings
+        }
+        got = {reason.item_idx: reason.contribution for reason in rec.reasons}
+        assert got == pytest.approx(expected, abs=1e-5)
+        contributions = [reason.contribution for reason in rec.reasons]
+        assert contributions == sorted(contributions, reverse=True)
+        assert {reason.item_idx: reason.rating for reason in rec.reasons} == ratings
+        assert all(reason.title == f"Movie {reason.item_idx}" for reason in rec.reasons)
+
+
+def test_exact_reasons_of_a_linear_model_are_its_own_terms() -> None:
+    rng = np.random.default_rng(2)
+    factors = rng.normal(size=(10, 2))
+    model = FixedFactors(factors, exact=True)
+    ratings = {1: 5.0, 4: 2.0, 6: 3.5}
+    for rec in recommend_profile(model, catalogue_for(10), ratings, k=5):
+        assert rec.exact_reasons is True
+        expected = model.explain(ratings, rec.item_idx)
+        assert [(r.item_idx, r.contribution) for r in rec.reasons] == [(j, pytest.approx(c, abs=1e-5)) for j, c in expected]
+        assert sum(r.contribution for r in rec.reasons) == pytest.approx(rec.score - 0.0, abs=1e-5)
+
+
+def test_no_reasons_without_ratings_or_when_switched_off() -> None:
+    model = FixedFactors(np.eye(3), exact=True)
+    assert all(rec.reasons == [] for rec in recommend_profile(model, catalogue_for(3), {}, k=3))
+    assert all(rec.reasons == [] for rec in recommend_profile(model, catalogue_for(3), {0: 5.0}, k=2, explain=False))
+
+
+@pytest.fixture(scope="module")
+def small_mf():
+    from recengine.data.synthetic import generate_synthetic
+
+    data = generate_synthetic(n_users=150, n_items=60, n_interactions=3000, n_factors=4, seed=4)
+    model = create_model("mf", device="cpu", embedding_dim=8, epochs=3, batch_size=256, learning_rate=0.02, seed=0)
+    return model.fit(data), data
+
+
+def test_exact_reasons_on_mf_sum_to_the_score_difference(small_mf) -> None:
+    model, data = small_mf
+    ratings = {3: 5.0, 10: 1.0, 17: 4.0, 25: 3.5, 40: 2.5}
+    recs = recommend_profile(model, data.catalogue, ratings, k=8)
+    baseline = model.score_folded(model.fold_in({})).double().numpy()
+    for rec in recs:
+        assert rec.exact_reasons is True
+        assert sum(r.contribution for r in rec.reasons) == pytest.approx(rec.score - baseline[rec.item_idx], abs=1e-4)
+        # Same order and proportions as the model's own (pre-activation) attribution.
+        raw = model.explain(ratings, rec.item_idx)
+        assert [r.item_idx for r in rec.reasons] == [j for j, _ in raw]
+        ratios = [r.contribution / c for r, (_, c) in zip(rec.reasons, raw) if abs(c) > 1e-3]
+        assert max(ratios) == pytest.approx(min(ratios), rel=1e-6) and min(ratios) > 0
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+
+
+# --- popularity overlap and thin profiles ------------------------------------------------------
+def test_popularity_ranking_excludes_and_breaks_ties_by_index() -> None:
+    train = dataset_with_popularity([3, 9, 3, 1, 9])
+    assert popularity_ranking(train).tolist() == [1, 4, 0, 2, 3]
+    assert popularity_ranking(train, exclude=[4, 0], k=2).tolist() == [1, 2]
+
+
+def test_popularity_overlap_and_thin_profiles() -> None:
+    popularity = np.arange(20, 0, -1) * 3  # item 0 the most rated, all counts distinct
+    train = dataset_with_popularity(popularity)
+    follows_crowd = FixedFactors(np.zeros((20, 1)), popularity.astype(float))
+    contrarian = FixedFactors(np.zeros((20, 1)), -popularity.astype(float))
+    ratings = {0: 4.0}
+    assert popularity_overlap(follows_crowd, ratings, train, k=3) == 1.0  # both: items 1, 2, 3
+    assert popularity_overlap(contrarian, ratings, train, k=3) == 0.0  # 19, 18, 17 against 1, 2, 3
+    # Half-way: scores put items 1, 2 (popular) and 15, 16 (obscure) on top.
+    half = np.zeros(20)
+    half[[1, 2, 15, 16]] = [4, 3, 2, 1]
+    assert popularity_overlap(FixedFactors(np.zeros((20, 1)), half), ratings, train, k=4) == 0.5
+
+    ten = {item: 5.0 for item in range(10)}  # the ten most rated: the popularity top-2 is now 10, 11
+    # A model whose ratings matter: liking items 0..9 lifts items 12 and 13 (shared factor) by 2;
+    # with no ratings it prefers the obscure items 19, 18, ... (bias -popularity / 100).
+    factors = np.zeros((20, 1))
+    factors[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13], 0] = 1.0
+    personal = FixedFactors(factors, -popularity / 100.0)
+    assert popularity_overlap(personal, ten, train, k=2) == 0.0  # 13, 12 against 10, 11
+    assert generic_overlap(personal, ten, k=2) == 0.0  # 13, 12 against 19, 18
+    assert generic_overlap(personal, ten, k=4) == 0.5  # 13, 12, 19, 18 against 19, 18, 17, 16
+    assert generic_overlap(personal, {}, k=4) == 1.0
+    assert profile_is_thin(personal, ratings, train) is True  # one rating is thin whatever the list
+    assert profile_is_thin(personal, ten, train, k=2) is False
+    assert profile_is_thin(personal, ten, train, k=4, max_overlap=0.4) is True  # generic overlap 0.5
+    assert profile_is_thin(follows_crowd, ten, train, k=2) is True  # popularity overlap 1.0
+    assert profile_is_thin(follows_crowd, ten, train, k=2, max_overlap=1.0) is False  # 1.0 is not above 1.0
+    with pytest.raises(ValueError, match="k must be"):
+        popularity_overlap(follows_crowd, ratings, train, k=0)
+    with pytest.raises(ValueError, match="k must be"):
+        generic_overlap(follows_crowd, ratings, k=-1)
+
+
+# --- comparison and similar items ---------------------------------------------------------------
+def test_compare_models_overlap_and_jaccard() -> None:
+    catalogue = catalogue_for(6)
+    model_a = FixedFactors(np.zeros((6, 1)), [6, 5, 4, 3, 2, 1])
+    model_b = FixedFactors(np.zeros((6, 1)), [1, 5, 2, 6, 3, 4])
+    list_a, list_b, overlap, jaccard = compare_models(model_a, model_b, catalogue, {}, k=3)
+    assert [r.item_idx for r in list_a] == [0, 1, 2] and [r.item_idx for r in list_b] == [3, 1, 5]
+    assert overlap == [1] and jaccard == pytest.approx(1 / 5)
+    same = compare_models(model_a, model_a, catalogue, {}, k=3)
+    assert same[2] == [0, 1, 2] and same[3] == 1.0
+    assert all(isinstance(r, Recommendation) for r in same[0])
+
+
+def test_similar_to_matches_cosine_brute_force_and_filters() -> None:
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(9, 3))
+    model = FixedFactors(factors)
+    catalogue = catalogue_for(9, popularity=[1, 2, 3, 4, 5, 6, 7, 8, 9])
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    cosine = unit @ unit[4]
+    cosine[4] = -np.inf
+    expected = np.argsort(-cosine, kind="stable")[:3]
+    got = similar_to(model, 4, 3, catalogue=catalogue)
+    assert [item for item, _, _ in got] == expected.tolist()
+    assert [score for _, _, score in got] == pytest.approx(cosine[expected].tolist(), abs=1e-6)
+    assert [title for _, title, _ in got] == [f"Movie {i}" for i in expected]
+    assert [title for _, title, _ in similar_to(model, 4, 3)] == [f"Item {i}" for i in expected]
+    popular_only = similar_to(model, 4, 3, catalogue=catalogue, filters=RecommendationFilter(min_ratings=7))
+    kept = [i for i in np.argsort(-cosine, kind="stable") if i >= 6][:3]
+    assert [item for item, _, _ in popular_only] == kept
+    with pytest.raises(ValueError, match="catalogue"):
+        similar_to(model, 4, 3, filters=RecommendationFilter(min_ratings=7))
