@@ -24,3 +24,41 @@ __all__ += [
     "load_dataset",
     "load_movielens",
 ]
+from recengine.data.splits import (  # noqa: E402
+    SPLIT_NAMES,
+    Split,
+    available_splits,
+    make_split,
+    split_by_user,
+    split_fold,
+    split_leave_last_out,
+    split_random,
+    split_validation,
+)
+from recengine.data.synthetic import checkerboard, generate_synthetic  # noqa: E402
+
+__all__ += [
+    "SPLIT_NAMES",
+    "Split",
+    "available_splits",
+    "checkerboard",
+    "generate_synthetic",
+    "make_split",
+    "split_by_user",
+    "split_fold",
+    "split_leave_last_out",
+    "split_random",
+    "split_validation",
+]
+from recengine.data.sequences import (  # noqa: E402
+    PAD,
+    from_token,
+    last_window,
+    last_windows,
+    n_tokens,
+    to_token,
+    user_sequences,
+    windows,
+)
+
+__all__ += ["PAD", "from_token", "last_window", "last_windows", "n_tokens", "to_token", "user_sequences", "windows"]

@@ -256,7 +256,9 @@ class Dataset:
         """
         cached = self._cache.get("csr")
         if cached is None:
-            order = np.lexsort((self.items, self.users))
+            # one argsort of packed (user, item) keys: far faster than lexsort at tens of millions
+            keys = self.users.astype(np.int64) * max(self.n_items, 1) + self.items
+            order = np.argsort(keys, kind="stable")
             counts = np.bincount(self.users, minlength=self.n_users)
             indptr = np.zeros(self.n_users + 1, dtype=np.int64)
             np.cumsum(counts, out=indptr[1:])
