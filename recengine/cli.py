@@ -1,0 +1,563 @@
+"""The command line: `python -m recengine <command> ...` (see `python -m recengine --help`).
+
+Commands: `datasets`, `download`, `train`, `evaluate`, `similar`, `recommend`. Every model
+command goes through the `ModelStore`, so a model trained once (by the command line or the
+app) is reused from `models/` afterwards.
+
+Exit codes: 0 success; 2 bad arguments or input (unknown dataset, model, split or title,
+missing data, unreadable ratings file, ...), reported as one `error:` message without a
+traceback; 1 when training or a download fails; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import math
+import re
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from recengine.data import movielens
+from recengine.data.dataset import Dataset
+from recengine.models.base import EpochEvent, Recommender, TrainingError, get_model_class, model_names
+from recengine.search import TitleMatch, TitleSearch
+from recengine.store import ModelKey, ModelStore
+
+__all__ = ["main", "build_parser", "describe_hyper_parameters"]
+
+PROG = "python -m recengine"
+DEFAULT_DATASET = "ml-100k"
+DEFAULT_MODEL = "mf"
+DEFAULT_SPLIT = "random"
+DEFAULT_SEED = 42
+_TITLE_WIDTH = 60
+
+
+class UsageError(Exception):
+    """Bad arguments or input: printed as `error: ...` with exit code 2."""
+
+
+# --- hyper-parameter help ---------------------------------------------------------------------
+_FIELD = re.compile(r"^\s*(\w+)\s*:\s*[^=#]+?(?:=\s*[^#]*)?(?:#:\s*(?P<doc>.*))?$")
+
+
+def _field_docs(config_cls: type) -> dict[str, str]:
+    """Field name -> documentation from `#:` comments in the Config's source (above or after a field)."""
+    try:
+        lines = inspect.getsource(config_cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("def "):  # fields come before the methods
+            break
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        found = _FIELD.match(line)
+        if found and not stripped.startswith(("def ", "@", "class ")):
+            doc = " ".join([*pending, found.group("doc") or ""]).strip()
+            if doc:
+                docs[found.group(1)] = doc
+        pending = []
+    return docs
+
+
+def describe_hyper_parameters() -> str:
+    """The hyper-parameters of every registered model: name, type, default and meaning."""
+    blocks = []
+    for name in model_names():
+        config_cls = get_model_class(name).Config
+        docs = _field_docs(config_cls)
+        rows = []
+        for spec in dataclasses.fields(config_cls):
+            kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
+            default = spec.default if spec.default is not dataclasses.MISSING else "(required)"
+            rows.append((f"{spec.name}={default}", kind, docs.get(spec.name, "")))
+        width = max((len(row[0]) for row in rows), default=0)
+        kind_width = max((len(row[1]) for row in rows), default=0)
+        lines = [f"  {name} ({config_cls.__name__}):"]
+        lines += [f"    {left:<{width}}  {kind:<{kind_width}}  {doc}".rstrip() for left, kind, doc in rows]
+        blocks.append("\n".join(lines))
+    return "hyper-parameters per model (pass as --set name=value):\n" + "\n".join(blocks)
+
+
+# --- the parser ---------------------------------------------------------------------------------
+_SPLIT_HELP = (
+    "how ratings are divided into train and test: random (80/20), user (20%% of users held out), "
+    "last (each user's last rating), or an ml-100k fold u1..u5, ua, ub (default: random)"
+)
+_SET_HELP = (
+    "a model hyper-parameter, repeatable (e.g. --set epochs=20 --set embedding_dim=32); validated "
+    "against the model's Config; the same values find the same trained model again"
+)
+_EXAMPLES = f"""examples:
+  {PROG} datasets
+  {PROG} download ml-100k
+  {PROG} train --dataset ml-100k --model mf --set epochs=20
+  {PROG} evaluate --dataset ml-100k --split u1 --json
+  {PROG} similar --dataset ml-100k "forest gump" -k 5
+  {PROG} recommend --dataset ml-100k --ratings my_ratings.json
+
+run a command with --help for its options."""
+_DESCRIPTIONS = {
+    "datasets": "List every dataset name, whether it is on disk (and where), and how to get the missing ones.",
+    "download": (
+        "Download a MovieLens release from files.grouplens.org, verify its size and checksum and unpack it "
+        "into the user cache ($XDG_CACHE_HOME/recengine, default ~/.cache/recengine). Progress goes to stderr."
+    ),
+    "train": (
+        "Train a model on the train part of a split, evaluate it on the test part and save it under the "
+        "models folder. A saved model with the same dataset, split, seed, model and hyper-parameters is "
+        "reused unless --force. Training progress goes to stderr."
+    ),
+    "evaluate": (
+        "Report the test metrics of a model: RMSE and MAE for rating models, and the full-ranking metrics "
+        "precision@10, recall@10, ndcg@10, map@10, hit@10 and MRR; plus fit_seconds. Trains (and saves) "
+        "the model first when needed."
+    ),
+    "similar": (
+        "Find a movie by (fuzzy) title and list the movies closest to it in the model's item space "
+        "(cosine similarity). Trains the model first when needed."
+    ),
+    "recommend": (
+        'Recommend movies for a new user described by a JSON file of ratings, e.g. {"Toy Story (1995)": '
+        '4.5, "forest gump": 5, "50": 3}: keys are titles (matched fuzzily; ambiguous ones must be written '
+        "out) or the dataset's raw item ids (strings of digits, e.g. MovieLens movieId); values are ratings "
+        "on the dataset's scale. The user is folded into a trained model without retraining."
+    ),
+}
+_SUMMARIES = {
+    "datasets": "list the datasets and where they were found",
+    "download": "download and unpack a MovieLens release",
+    "train": "train a model (or reuse the saved one) and show its test metrics",
+    "evaluate": "test metrics of a model (trained first when needed)",
+    "similar": "movies similar to a title",
+    "recommend": "recommendations for your own ratings",
+}
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--dataset, --model, --split, --seed, --set, --device, --models-dir."""
+    add = parser.add_argument
+    add("--dataset", "-d", default=DEFAULT_DATASET, metavar="NAME",
+        help=f"dataset name, see `{PROG} datasets` (default: {DEFAULT_DATASET})")  # fmt: skip
+    add("--model", "-m", default=DEFAULT_MODEL, metavar="NAME",
+        help=f"model family (default: {DEFAULT_MODEL}); each one's hyper-parameters are listed below")  # fmt: skip
+    add("--split", "-s", default=DEFAULT_SPLIT, metavar="NAME", help=_SPLIT_HELP)
+    add("--seed", type=int, default=DEFAULT_SEED, metavar="N", help=f"seed of the random and user splits (default: {DEFAULT_SEED})")
+    add("--set", dest="hyper", action="append", default=[], metavar="NAME=VALUE", help=_SET_HELP)
+    add("--device", default="auto", choices=["auto", "cpu", "cuda"],
+        help="where to train and score; auto picks CUDA when available (default: auto)")  # fmt: skip
+    add("--models-dir", type=Path, default=None, metavar="DIR",
+        help="folder of trained models (default: $RECENGINE_MODELS_DIR, else <repo>/models)")  # fmt: skip
+
+
+def _add_output_options(parser: argparse.ArgumentParser, what: str, *, with_k: bool = False) -> None:
+    """--json (and -k for the commands that list movies)."""
+    if with_k:
+        parser.add_argument("-k", "--k", dest="k", type=int, default=10, metavar="K", help="how many movies to list (default: 10)")
+    parser.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on stdout instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every command (hyper-parameters listed in the model commands' help)."""
+    try:
+        hyper_help = describe_hyper_parameters()
+    except Exception as error:  # a broken model module must not break --help
+        hyper_help = f"(hyper-parameters unavailable: {error})"
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Movie recommendations from MovieLens ratings: data, training, evaluation and queries.",
+        epilog=_EXAMPLES,
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, with_hyper: bool = False) -> argparse.ArgumentParser:
+        description = textwrap.fill(_DESCRIPTIONS[name], width=88)
+        epilog = hyper_help if with_hyper else None
+        return commands.add_parser(name, help=_SUMMARIES[name], description=description, epilog=epilog, formatter_class=formatter)
+
+    command("datasets")
+
+    download = command("download")
+    download.add_argument("name", metavar="NAME", help="release name, e.g. ml-100k, ml-latest-small, ml-1m, ml-25m")
+    download.add_argument("--force", action="store_true", help="download again even when the release is already on disk")
+
+    train = command("train", with_hyper=True)
+    _add_model_options(train)
+    train.add_argument("--force", action="store_true", help="retrain even when a saved model exists (replaces it)")
+    _add_output_options(train, "the metrics and fit_seconds")
+
+    evaluate = command("evaluate", with_hyper=True)
+    _add_model_options(evaluate)
+    _add_output_options(evaluate, "the metrics and fit_seconds")
+
+    similar = command("similar", with_hyper=True)
+    similar.add_argument("title", metavar="TITLE", help='title text, typos allowed, e.g. "forest gump" or "Star Wars (1977)"')
+    _add_model_options(similar)
+    _add_output_options(similar, "the match, the other candidates and the similar movies", with_k=True)
+
+    recommend = command("recommend", with_hyper=True)
+    recommend.add_argument("--ratings", "-r", type=Path, required=True, metavar="FILE.json",
+                           help='JSON object {"title or item id": rating, ...}')  # fmt: skip
+    _add_model_options(recommend)
+    _add_output_options(recommend, "the recommended movies", with_k=True)
+    return parser
+
+
+# --- output helpers ---------------------------------------------------------------------------------
+def _clip(text: str, width: int = _TITLE_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool] | None = None) -> str:
+    """Rows as aligned text columns under a header and a rule; `right[i]` right-aligns column i."""
+    cells = [[str(h) for h in headers]] + [[str(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    right = list(right) if right is not None else [False] * len(headers)
+
+    def line(row: Sequence[str]) -> str:
+        parts = [cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(row, widths, right)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *(line(row) for row in cells[1:])])
+
+
+def _json_id(raw: Any) -> Any:
+    """A raw id as a JSON value (numpy ints become ints)."""
+    return raw.item() if hasattr(raw, "item") else raw
+
+
+def _print_json(payload: Any, out: TextIO) -> None:
+    out.write(json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+class _Progress:
+    """One stderr line per training run, rewritten each epoch on a terminal (a line per epoch otherwise)."""
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label, self.stream = label, stream
+        self.started = time.perf_counter()
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.shown = False
+
+    def __call__(self, event: EpochEvent) -> None:
+        done = event.epoch / event.epochs if event.epochs else 0.0
+        bar = "#" * round(20 * done) + "." * (20 - round(20 * done))
+        figures = " ".join(f"{name} {value:.4f}" for name, value in event.metrics.items())
+        text = (
+            f"{self.label} [{bar}] epoch {event.epoch}/{event.epochs}  loss {event.loss:.4f}"
+            f"{'  ' + figures if figures else ''}  elapsed {time.perf_counter() - self.started:.1f}s"
+        )
+        self.stream.write(("\r" + text + "\x1b[K") if self.tty else text + "\n")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --- shared steps ---------------------------------------------------------------------------------
+def _parse_hyper(pairs: Sequence[str]) -> dict[str, str]:
+    hyper: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set expects NAME=VALUE (e.g. --set epochs=20), got {pair!r}")
+        hyper[name.strip()] = value.strip()
+    return hyper
+
+
+def _store(args: argparse.Namespace) -> ModelStore:
+    return ModelStore(args.models_dir, device=args.device)
+
+
+def _key(store: ModelStore, args: argparse.Namespace) -> ModelKey:
+    """The validated ModelKey; also loads the dataset and makes the split so that a missing
+    dataset or a split the dataset lacks is reported before any training."""
+    key = store.key(args.dataset, args.model, args.split, args.seed, hyper=_parse_hyper(args.hyper))
+    store.split(key.dataset, key.split, key.seed)
+    return key
+
+
+def _model(store: ModelStore, key: ModelKey, stderr: TextIO) -> Recommender:
+    """The trained model of `key`, training it (with a progress line on stderr) when needed."""
+    cached = store.get(key)
+    if cached is not None:
+        return cached
+    progress = _Progress(f"training {key.model} on {key.dataset}/{key.split}", stderr)
+    try:
+        return store.get_or_train(key, on_epoch=progress)
+    finally:
+        progress.close()
+
+
+def _metrics_payload(store: ModelStore, key: ModelKey, model: Recommender) -> dict[str, float | None]:
+    """The test metrics plus fit_seconds; a non-finite figure becomes None (JSON null)."""
+    metrics = {**(store.metrics(key) or {}), "fit_seconds": float(model.fit_seconds)}
+    return {name: value if math.isfinite(value) else None for name, value in metrics.items()}
+
+
+def _metrics_table(payload: dict[str, float | None]) -> str:
+    rows = [(name, "n/a" if value is None else f"{value:.4f}") for name, value in payload.items()]
+    return format_table(["metric", "value"], rows, right=[False, True])
+
+
+# --- commands -------------------------------------------------------------------------------------
+def _cmd_datasets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    rows = []
+    for info in movielens.available_datasets():
+        if info.generated:
+            where = "generated on demand"
+        elif info.path is not None:
+            where = str(info.path)
+        else:
+            where = f"not found — download with `{PROG} download {info.name}`"
+        ratings = f"{info.n_ratings:,}" if info.n_ratings else "-"
+        size = f"{info.download_bytes / 1e6:,.0f} MB" if info.download_bytes else "-"
+        rows.append((info.name, ratings, size, where))
+    out.write(format_table(["dataset", "ratings", "download", "where"], rows, right=[False, True, True, False]) + "\n")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    release = movielens.get_release(args.name)
+    found = movielens.find_dataset(release.name)
+    if found is not None and not args.force:
+        out.write(f"{release.name} is already available at {found}\n")
+        return 0
+    tty = bool(getattr(err, "isatty", lambda: False)())
+    last_shown = [-1.0]
+
+    def progress(done: int, total: int | None) -> None:
+        if total:
+            share = done / total
+            if not tty and share - last_shown[0] < 0.1 and done < total:
+                return
+            last_shown[0] = share
+            bar = "#" * round(30 * share) + "." * (30 - round(30 * share))
+            text = f"downloading {release.name} [{bar}] {share:4.0%} {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        else:
+            text = f"downloading {release.name} {done / 1e6:.1f} MB"
+        err.write(("\r" + text + "\x1b[K") if tty else text + "\n")
+        err.flush()
+
+    path = movielens.download_dataset(release.name, progress=progress, force=args.force)
+    if tty:
+        err.write("\n")
+    out.write(f"{release.name} is ready at {path}\n")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = _store(args)
+    key = _key(store, args)
+    if args.force:
+        store.delete(key)
+    reused = store.get(key) is not None
+    model = _model(store, key, err)
+    payload = _metrics_payload(store, key, model)
+    if args.json:
+        _print_json(payload, out)
+        return 0
+    verb = "reused the saved model" if reused else f"trained in {model.fit_seconds:.1f}s"
+    out.write(f"{key.describe()}: {verb}\nsaved at {store.path(key)}\n\n{_metrics_table(payload)}\n")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = _store(args)
+    key = _key(store, args)
+    model = _model(store, key, err)
+    payload = _metrics_payload(store, key, model)
+    if args.json:
+        _print_json(payload, out)
+    else:
+        out.write(f"{key.describe()}\n\n{_metrics_table(payload)}\n")
+    return 0
+
+
+def _check_k(k: int) -> int:
+    if k < 1:
+        raise UsageError(f"-k must be at least 1, got {k}")
+    return k
+
+
+def _search(store: ModelStore, dataset_name: str) -> TitleSearch:
+    return TitleSearch(store.dataset(dataset_name).catalogue)
+
+
+def _suggest(candidates: Sequence[TitleMatch]) -> str:
+    return ", ".join(f"{c.title!r}" for c in candidates[:3])
+
+
+def _cmd_similar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    k = _check_k(args.k)
+    if not args.title.strip():
+        raise UsageError('the title is empty; give some title text, e.g. "toy story"')
+    store = _store(args)
+    key = _key(store, args)
+    dataset = store.dataset(key.dataset)
+    match, candidates, ambiguous = _search(store, key.dataset).resolve(args.title)
+    if match is None:
+        hint = f"; did you mean {_suggest(candidates)}?" if candidates else ""
+        raise UsageError(f"no title in {key.dataset} matches {args.title!r}{hint}")
+    model = _model(store, key, err)
+    items, scores = model.similar_items(match.item_idx, k)
+    ids = dataset.item_map.ids
+    results = [
+        {"title": title, "item_id": _json_id(ids[item]), "score": float(score)}
+        for item, title, score in zip(items.tolist(), dataset.titles(items), scores.tolist())
+    ]
+    if args.json:
+        _print_json(
+            {
+                "match": {"title": match.title, "score": match.score},
+                "candidates": [{"title": c.title, "score": c.score} for c in candidates],
+                "items": results,
+            },
+            out,
+        )
+        return 0
+    out.write(f"movies similar to {match.title} (match score {match.score:.0f})")
+    others = [c.title for c in candidates if c.item_idx != match.item_idx]
+    if ambiguous and others:
+        out.write(f"\n  also matched: {'; '.join(others[:3])}")
+    out.write(f"\n{key.describe()}\n\n")
+    rows = [(rank, _clip(r["title"]), r["item_id"], f"{r['score']:.3f}") for rank, r in enumerate(results, 1)]
+    out.write(format_table(["#", "title", "item id", "similarity"], rows, right=[True, False, True, True]) + "\n")
+    return 0
+
+
+def _read_ratings_file(path: Path) -> dict[str, Any]:
+    """The JSON object of a ratings file; UsageError saying what is wrong otherwise."""
+    example = '{"Toy Story (1995)": 4.5, "forest gump": 5, "50": 3}'
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the ratings file {path}: {error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"{error.msg} at line {error.lineno}, column {error.colno}"
+        raise UsageError(f"{path} is not valid JSON ({where}); expected e.g. {example}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} must hold a JSON object of ratings like {example}, got a {type(data).__name__}")
+    if not data:
+        raise UsageError(f"{path} holds no ratings; expected e.g. {example}")
+    return data
+
+
+def _item_of(entry: str, dataset: Dataset, search: TitleSearch, source: Path) -> int:
+    """The item index a ratings-file key names: a raw item id (digits) or a title."""
+    text = entry.strip()
+    if not text:
+        raise UsageError(f"{source} has an empty title; write a title or an item id")
+    if text.isdigit():
+        raw: Any = int(text) if dataset.item_map.ids.dtype.kind in "iu" else text
+        if raw not in dataset.item_map:
+            raise UsageError(
+                f"item id {text} in {source} is not a movie of {dataset.name} (keys made of digits are the "
+                "dataset's raw ids, e.g. MovieLens movieId; for a title like 1984 write its year too: \"1984 (1984)\")"
+            )
+        return dataset.item_map.index_of(raw)
+    match, candidates, ambiguous = search.resolve(text)
+    if match is None:
+        hint = f"the closest are {_suggest(candidates)}" if candidates else "check the spelling or use the item id"
+        raise UsageError(f"unknown title {text!r} in {source}; {hint}")
+    if ambiguous:
+        raise UsageError(
+            f"title {text!r} in {source} is ambiguous: it could be {_suggest(candidates)}; "
+            "write the full title or the item id"
+        )
+    return match.item_idx
+
+
+def _resolve_ratings(data: dict[str, Any], dataset: Dataset, search: TitleSearch, source: Path) -> dict[int, float]:
+    """{item_idx: rating} from {"title or raw id": rating}, with a UsageError for anything unclear."""
+    low, high = dataset.rating_scale
+    ratings: dict[int, float] = {}
+    named: dict[int, str] = {}
+    for entry, value in data.items():
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or not math.isfinite(value) or not low <= value <= high:
+            raise UsageError(
+                f"rating for {entry!r} in {source} must be a number from {low:g} to {high:g} "
+                f"({dataset.name}'s scale), got {value!r}"
+            )
+        item = _item_of(entry, dataset, search, source)
+        if item in named:
+            same = dataset.titles([item])[0]
+            raise UsageError(f"{named[item]!r} and {entry!r} in {source} are the same movie ({same}); keep one")
+        named[item] = entry
+        ratings[item] = float(value)
+    return ratings
+
+
+def _cmd_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    k = _check_k(args.k)
+    data = _read_ratings_file(args.ratings)
+    store = _store(args)
+    key = _key(store, args)
+    dataset = store.dataset(key.dataset)
+    ratings = _resolve_ratings(data, dataset, _search(store, key.dataset), args.ratings)
+    model = _model(store, key, err)
+    items, scores = model.recommend_for(ratings, k)
+    ids = dataset.item_map.ids
+    results = [
+        {"title": title, "item_id": _json_id(ids[item]), "score": float(score)}
+        for item, title, score in zip(items.tolist(), dataset.titles(items), scores.tolist())
+    ]
+    if args.json:
+        _print_json({"items": results}, out)
+        return 0
+    label = "predicted rating" if model.explicit else "score"
+    rated = "; ".join(f"{dataset.titles([i])[0]} = {r:g}" for i, r in ratings.items())
+    out.write(f"recommendations from {len(ratings)} rating(s): {rated}\n{key.describe()}\n\n")
+    rows = [(rank, _clip(r["title"]), r["item_id"], f"{r['score']:.2f}") for rank, r in enumerate(results, 1)]
+    out.write(format_table(["#", "title", "item id", label], rows, right=[True, False, True, True]) + "\n")
+    return 0
+
+
+_COMMANDS = {
+    "datasets": _cmd_datasets,
+    "download": _cmd_download,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "similar": _cmd_similar,
+    "recommend": _cmd_recommend,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 1 failed, 2 bad arguments or input, 130 interrupted)."""
+    out, err = sys.stdout, sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exit_:  # argparse already printed usage and the message (or the help)
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
+    try:
+        return _COMMANDS[args.command](args, out, err)
+    except (UsageError, movielens.DatasetNotFoundError, ValueError) as error:
+        err.write(f"error: {error}\n")
+        return 2
+    except (TrainingError, movielens.DownloadError, OSError) as error:
+        err.write(f"error: {error}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return 130
