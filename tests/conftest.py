@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads
+# slow every torch operation several-fold. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def real_data_dir() -> Path | None:
     """$RECENGINE_DATA_DIR when it is set and exists, else None."""
