@@ -3,3 +3,6 @@
 from recengine.models.base import Recommender, create_model, get_model_class, model_names, register
 
 __all__ = ["Recommender", "create_model", "get_model_class", "model_names", "register"]
+
+from recengine.models import mf  # noqa: F401,E402  (registers "mf")
+from recengine.models import als  # noqa: F401,E402  (registers "als")

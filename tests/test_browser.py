@@ -1,0 +1,236 @@
+"""Click through the running app in headless Chromium and save a screenshot of every page.
+
+Starts `streamlit run app.py` on a free port with its models in a temporary folder and a
+quick MF configuration, drives it with Playwright (the system's /usr/bin/chromium; no browser
+is ever downloaded), and always stops the server. Uses ml-100k when $RECENGINE_DATA_DIR has
+it, else the synthetic dataset. Screenshots land in test-output/screenshots/ (git-ignored).
+Skipped when Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import real_data_dir
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+QUICK = {"mf": {"epochs": 2, "embedding_dim": 16}}
+VIEWPORT = {"width": 1400, "height": 1800}
+WAIT_MS = 120_000
+
+if not CHROMIUM.exists():
+    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+expect = sync_api.expect
+expect.set_options(timeout=30_000)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def dataset() -> str:
+    folder = real_data_dir()
+    return "ml-100k" if folder is not None and (folder / "ml-100k").is_dir() else "synthetic"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, dataset):
+    """The app served on a free port; yields its URL and always stops the process."""
+    home = tmp_path_factory.mktemp("browser-app")
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECENGINE_MODELS_DIR": str(home / "models"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "RECENGINE_DEFAULT_DATASET": dataset,
+        "RECENGINE_APP_HYPER": json.dumps(QUICK),
+        "RECENGINE_DEVICE": "cpu",
+    }
+    log = open(home / "streamlit.log", "w")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def settle(page, seconds: float = 1.0) -> None:
+    """Let the current script run finish drawing (the 'running' indicator goes away)."""
+    time.sleep(0.3)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.match(/Running|Stop/)",
+        timeout=WAIT_MS,
+    )
+    time.sleep(seconds)
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "Traceback" not in page.locator('[data-testid="stMain"]').inner_text()
+
+
+def go_to(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    page.locator("h1").get_by_text(title).wait_for(timeout=WAIT_MS)
+    settle(page)
+
+
+def test_click_through_every_page(server, browser, dataset):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(WAIT_MS)
+    # The very first request to the fresh server is a link straight to a page: it still runs
+    # inside the frame (sidebar with the pickers), not as a bare script.
+    page.goto(f"{server}/because_you_watched")
+    page.locator("h1").get_by_text("Because you watched").wait_for()
+    expect(page.get_by_test_id("stSidebarUserContent").get_by_text("Dataset", exact=True)).to_be_visible()
+    page.goto(server)
+
+    # Rate movies: the first start trains the quick model, then the first batch appears.
+    page.get_by_text("Have you seen these?").wait_for()
+    settle(page)
+    assert_no_exception(page)
+    expect(page.get_by_text("Rate a movie and your first recommendations appear here.")).to_be_visible()
+    cards = page.get_by_test_id("stButtonGroup")
+    expect(cards).to_have_count(6)
+    for position, stars in enumerate(["5", "4", "2"]):
+        cards.nth(position).get_by_role("radio", name=stars, exact=True).click()
+        page.get_by_text(re.compile(rf"^{position + 1} rated;")).wait_for()
+        settle(page, 0.5)
+    expect(page.locator('[data-testid="stMarkdownContainer"] ol li')).to_have_count(8)
+    expect(page.get_by_test_id("stSidebarUserContent").get_by_text("3 movies rated")).to_be_visible()
+    expect(cards.nth(0).get_by_role("radio", name="5", exact=True)).to_have_attribute("aria-checked", "true")
+    screenshot(page, "1-rate-movies")
+
+    go_to(page, "Recommendations")
+    assert_no_exception(page)
+    page.get_by_test_id("stDataFrame").first.wait_for()
+    expect(page.get_by_text("Your profile is still thin: 3 of about 10 ratings")).to_be_visible()
+    screenshot(page, "2-recommendations")
+
+    go_to(page, "Because you watched")
+    query = "forest gump" if dataset == "ml-100k" else "Synthetic Movie 41"
+    page.get_by_label("A movie you liked").fill(query)
+    page.keyboard.press("Enter")
+    page.get_by_text(re.compile(r"^Because you watched .+\(\d{4}\)$")).wait_for()
+    settle(page)
+    assert_no_exception(page)
+    if dataset == "ml-100k":
+        expect(page.get_by_text("Because you watched Forrest Gump (1994)")).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(1)
+    screenshot(page, "3-because-you-watched")
+
+    go_to(page, "Latent map")
+    page.locator(".js-plotly-plot").first.wait_for()
+    settle(page, 2.0)
+    assert_no_exception(page)
+    expect(page.get_by_text("you are here").first).to_be_visible()
+    screenshot(page, "4-latent-map")
+    # Click the first movie of the first trace: its neighbours and a rating box appear.
+    x, y = page.evaluate(
+        """() => {
+            const chart = document.querySelector('.js-plotly-plot');
+            const box = chart.getBoundingClientRect();
+            const xaxis = chart._fullLayout.xaxis, yaxis = chart._fullLayout.yaxis, trace = chart._fullData[0];
+            return [box.left + xaxis._offset + xaxis.l2p(trace.x[0]), box.top + yaxis._offset + yaxis.l2p(trace.y[0])];
+        }"""
+    )
+    page.mouse.click(x, y)
+    page.get_by_text("Nearest in taste space").wait_for()
+    settle(page)
+    assert_no_exception(page)
+    screenshot(page, "4b-latent-map-selected")
+
+    go_to(page, "Training monitor")
+    assert_no_exception(page)
+    epochs = page.get_by_label("epochs", exact=True)
+    # A long run: watch it live, then stop it.
+    epochs.fill("40")  # inside the form: sent with the Train button
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text(re.compile(r"^Epoch \d+/40")).wait_for()
+    settle(page, 0.2)
+    expect(page.get_by_role("button", name="Stop", exact=True)).to_be_visible()
+    screenshot(page, "5a-training-monitor-live")
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.get_by_text(re.compile(r"^Stopped after \d+ epochs; nothing was saved")).wait_for()
+    # A short run to the end: curves, test metrics and the table of runs.
+    epochs.fill("3")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text(re.compile(r"^Done in [\d.]+ s")).wait_for()
+    settle(page, 2.0)
+    assert_no_exception(page)
+    expect(page.get_by_text("3 / 3")).to_be_visible()
+    expect(page.get_by_text("Test rmse")).to_be_visible()
+    screenshot(page, "5-training-monitor")
+    page.close()

@@ -1,0 +1,139 @@
+"""What has been trained: training jobs of this process and model folders on disk, shaped for
+the training monitor's table and the recommendations page's model comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+import streamlit as st
+
+from recengine.models.base import ArtefactError, EpochEvent, Recommender, config_from_dict, get_model_class
+from recengine.store import ModelKey, ModelStore, TrainingJob
+from ui import cached, state
+from ui.config_form import changed_values
+
+ACTIVE_STATES = ("queued", "running")
+#: Test metrics shown in the table of runs (others stay in the frame for tests and exports).
+TABLE_METRICS = ("rmse", "ndcg@10", "precision@10", "hit@10")
+
+
+def settings_text(model_name: str, config: Mapping[str, Any]) -> str:
+    """The hyper-parameters that differ from the model's defaults ("embedding_dim=32, epochs=5"),
+    "defaults" when none do."""
+    try:
+        changed = changed_values(config_from_dict(get_model_class(model_name).Config, dict(config)))
+    except ValueError:  # a model family or field this version does not know
+        changed = dict(config)
+    return ", ".join(f"{name}={value}" for name, value in changed.items()) or "defaults"
+
+
+def describe_key(key: ModelKey) -> str:
+    """ "mf on ml-100k (random split, seed 42) · embedding_dim=16, epochs=3"."""
+    return f"{key.describe()} · {settings_text(key.model, key.config_dict())}"
+
+
+def describe_choice(choice: state.ModelChoice) -> str:
+    """A model as the comparison picker shows it: "mf · embedding_dim=32" (+ split when not the app's)."""
+    key = cached.model_key(choice)
+    where = "" if (key.split, key.seed) == (state.APP_SPLIT, state.APP_SEED) else f" · {key.split} split, seed {key.seed}"
+    return f"{key.model} · {settings_text(key.model, key.config_dict())}{where}"
+
+
+def job_by_slug(store: ModelStore, slug: str | None) -> TrainingJob | None:
+    """This process's latest training job for a key's slug (None when there is none)."""
+    matches = [job for job in store.jobs() if slug and job.key.slug == slug]
+    return matches[-1] if matches else None
+
+
+def job_history(job: TrainingJob) -> list[EpochEvent]:
+    """A job's epoch events; a job that found its model already trained has none, so the
+    model's own recorded history stands in."""
+    events = list(job.events)
+    if not events and job.model is not None:
+        events = list(job.model.history)
+    return events
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def saved_history(path: str, saved_at: str) -> list[EpochEvent]:
+    """The per-epoch history in an artefact's meta.json (`saved_at` makes a re-save a new entry)."""
+    try:
+        history = Recommender.read_meta(path).get("history", [])
+    except ArtefactError:
+        return []
+    fixed = ("epoch", "epochs", "loss", "seconds")
+    return [
+        EpochEvent(
+            int(e["epoch"]), int(e["epochs"]), float(e["loss"]), float(e["seconds"]),
+            {name: float(value) for name, value in e.items() if name not in fixed},
+        )
+        for e in history
+        if all(name in e for name in fixed)
+    ]
+
+
+@dataclass
+class Runs:
+    """The table of runs (one row per key slug, index = slug) and each run's epoch history."""
+
+    table: pd.DataFrame
+    histories: dict[str, list[EpochEvent]] = field(default_factory=dict)
+    disk_bytes: int = 0
+    on_disk: int = 0
+
+    def label(self, slug: str) -> str:
+        row = self.table.loc[slug]
+        return f"{row['model']} on {row['dataset']} ({row['split']}) · {row['settings']}"
+
+
+def past_runs(store: ModelStore) -> Runs:
+    """Saved models (with their test metrics, size and whether they are loaded) merged with this
+    process's jobs (their state: running, cancelled, failed...), newest saved first."""
+    rows: dict[str, dict[str, Any]] = {}
+    histories: dict[str, list[EpochEvent]] = {}
+    artefacts = store.artefacts()
+    for info in artefacts:
+        rows[info.slug] = {
+            "model": info.model, "dataset": info.dataset, "split": f"{info.split} · seed {info.seed}",
+            "settings": settings_text(info.model, info.config), "state": "saved", **info.metrics,
+            "fit s": info.fit_seconds, "on disk": f"{info.size_bytes / 1e6:.1f} MB", "in memory": info.loaded,
+            "saved at": info.saved_at.replace("T", " ")[:16],
+        }
+        histories[info.slug] = saved_history(str(info.path), info.saved_at)
+    for job in store.jobs():
+        row = rows.setdefault(job.key.slug, {
+            "model": job.key.model, "dataset": job.key.dataset, "split": f"{job.key.split} · seed {job.key.seed}",
+            "settings": settings_text(job.key.model, job.key.config_dict()),
+        })
+        row["state"] = job.state
+        if job.events or job.key.slug not in histories:
+            histories[job.key.slug] = job_history(job)
+    return Runs(
+        table=pd.DataFrame.from_dict(rows, orient="index"),
+        histories=histories,
+        disk_bytes=sum(info.size_bytes for info in artefacts),
+        on_disk=len(artefacts),
+    )
+
+
+def comparison_choices(choice: state.ModelChoice) -> list[state.ModelChoice]:
+    """Models to compare `choice` with on the same dataset: every other family (with the app's
+    settings) and every model saved on disk for this dataset (any configuration or split),
+    without `choice` itself."""
+    options: dict[str, state.ModelChoice] = {}
+    for name in cached.models():
+        option = state.ModelChoice(choice.dataset, name, state.APP_SPLIT, state.APP_SEED, state.app_hyper(name))
+        options.setdefault(cached.model_key(option).slug, option)
+    for info in cached.store().artefacts():
+        if info.dataset != choice.dataset or info.model not in cached.models():
+            continue
+        hyper = tuple(sorted((name, tuple(value) if isinstance(value, list) else value) for name, value in info.config.items()))
+        option = state.ModelChoice(info.dataset, info.model, info.split, info.seed, hyper)
+        try:
+            options.setdefault(cached.model_key(option).slug, option)
+        except ValueError:  # saved by another version, with settings this one does not accept
+            continue
+    options.pop(cached.model_key(choice).slug, None)
+    return list(options.values())
