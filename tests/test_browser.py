@@ -37,6 +37,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+#: Tiny training settings for the synthetic fallback; on real data the app runs with its true
+#: defaults, so the screenshots show what a newcomer sees.
 QUICK = {"mf": {"epochs": 2, "embedding_dim": 16}}
 VIEWPORT = {"width": 1400, "height": 1800}
 WAIT_MS = 120_000
@@ -84,7 +86,7 @@ def server(tmp_path_factory, dataset):
         "RECENGINE_MODELS_DIR": str(home / "models"),
         "XDG_CACHE_HOME": str(home / "cache"),
         "RECENGINE_DEFAULT_DATASET": dataset,
-        "RECENGINE_APP_HYPER": json.dumps(QUICK),
+        "RECENGINE_APP_HYPER": json.dumps(QUICK if dataset == "synthetic" else {}),
         "RECENGINE_DEVICE": "cpu",
     }
     log = open(home / "streamlit.log", "w")
