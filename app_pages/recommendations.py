@@ -6,6 +6,9 @@ import streamlit as st
 from recengine.data.dataset import parse_title
 from recengine.onboarding import GOOD_PROFILE_SIZE
 from recengine.recommend import (
+    DEFAULT_MIN_RATINGS,
+    DEFAULT_NOVELTY,
+    NOVELTY_RANGE,
     Recommendation,
     RecommendationFilter,
     compare_models,
@@ -17,7 +20,7 @@ from ui import cached, runs, state, widgets
 
 REASONS_SHOWN = 3
 #: Default floor on a movie's number of ratings (few ratings, noisy predictions).
-MIN_RATINGS = 20
+MIN_RATINGS = DEFAULT_MIN_RATINGS
 SHARED_ROW = "background-color: rgba(255, 196, 0, 0.28)"
 
 choice = state.current_choice()
@@ -77,7 +80,9 @@ with st.container(border=True):
     )
     novelty_column, diversity_column, k_column = st.columns([2, 2, 1])
     novelty = novelty_column.slider(
-        "Novelty", 0.0, 1.0, 0.0, 0.05, key="rec-novelty", help="Push well-known movies down in favour of lesser-known ones"
+        "Novelty", *NOVELTY_RANGE, DEFAULT_NOVELTY, 0.05, key="rec-novelty",
+        help="Above 0 pushes well-known movies down in favour of lesser-known ones; below 0 favours what people "
+        f"usually watch. The default, {DEFAULT_NOVELTY:g}, ranked best for new users in validation",
     )
     diversity = diversity_column.slider(
         "Diversity", 0.0, 1.0, 0.0, 0.05, key="rec-diversity",

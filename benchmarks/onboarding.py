@@ -5,16 +5,20 @@ Simulates the onboarding page on ml-100k: 10% of the users are held out whole (s
 a newcomer. For k = 0, 5, 10, 20 the user reveals k of their ratings and the model folds them
 in; the figures are over the user's *remaining* ratings:
 
-* ndcg@10: full-ranking NDCG@10 (`recengine.evaluation.ranking_metrics`: every item but the
-  revealed ones is a candidate, the remaining rated items are the relevant ones, pessimistic
-  ties) after revealing k movies picked the onboarding page's way: walk `onboarding_order`
+* ndcg@10: full-ranking NDCG@10 (`recengine.evaluation.ranking_metrics`: the remaining rated
+  items are the relevant ones, pessimistic ties) of the ranking the Recommendations page shows
+  by default: `recengine.recommend.ranking_values` with `DEFAULT_NOVELTY` (the model's score
+  blended with log popularity) over the movies with at least `DEFAULT_MIN_RATINGS` ratings,
+  the revealed ones excluded, popularity counted in the training part; after revealing k movies picked the onboarding page's way: walk `onboarding_order`
   and keep the first k the user has rated, as a person skips the movies they have not seen
   (a user who has seen fewer than k of the asked movies reveals fewer);
 * popularity: the same NDCG@10 for ranking by training popularity (same revealed movies
   excluded), what a newcomer gets with no personalisation;
-* random: NDCG@10 when the k revealed movies are a random choice among the user's ratings;
-* rmse: RMSE of the folded-in predictions (clipped to the rating scale) on the remaining ratings
-  after the onboarding reveal.
+* random: NDCG@10 of the same ranking when the k revealed movies are a random choice among
+  the user's ratings;
+* rmse: RMSE of the folded-in predicted ratings (clipped to the rating scale; the popularity
+  blend only orders the list and never changes a prediction) on the remaining ratings after
+  the onboarding reveal (explicit models only; "n/a" for implicit ones such as als).
 
 Onboarding and random reveals leave different movies to find: the onboarding page asks about
 well-known movies, so a user's popular movies leave the targets, while a random reveal leaves
@@ -25,7 +29,11 @@ the candidates), and give the onboarding effort: movies shown to collect the k a
 The last lines read `k=K ndcg@10=X popularity=Y random=Z rmse=R`. Target: at k=10, ndcg@10 at
 least 1.5x popularity's and above random's; the exit status is 1 when it is not met.
 
-    RECENGINE_DATA_DIR=/path/to/datasets python benchmarks/onboarding.py [--epochs N] [--device cpu]
+`--tune` is how `DEFAULT_NOVELTY` was chosen: it carves validation users (10%, seed 1) out of
+the training users, fits the model on the rest and prints mean NDCG@10 over k = 5, 10, 20 for
+a grid of novelty values; the held-out test users play no part in it.
+
+    RECENGINE_DATA_DIR=/path/to/datasets python benchmarks/onboarding.py [--model mf|als] [--tune] [--device cpu]
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recengine.data.dataset import Dataset  # noqa: E402
 from recengine.evaluation import ranking_metrics, rmse  # noqa: E402
 from recengine.models.base import Recommender  # noqa: E402
+from recengine.recommend import DEFAULT_MIN_RATINGS, DEFAULT_NOVELTY, NOVELTY_RANGE, ranking_values  # noqa: E402
 
 KS = (0, 5, 10, 20)
 TARGET_K = 10
@@ -118,6 +127,27 @@ def folded_scores(model: Recommender, known: Mapping[int, Mapping[int, float]]) 
     return score
 
 
+def product_scores(
+    model: Recommender,
+    known: Mapping[int, Mapping[int, float]],
+    popularity: np.ndarray,
+    keep: np.ndarray,
+    novelty: float,
+) -> Callable[[np.ndarray], torch.Tensor]:
+    """A `ranking_metrics` score function ranking as `recommend_profile` does: each user's
+    `ranking_values` after folding in `known[user]`, candidates `keep` (n_items,) bool without
+    the user's revealed items; items outside them get -inf (bottom of the ranking)."""
+
+    def score(users: np.ndarray) -> torch.Tensor:
+        scores = torch.stack([model.score_folded(model.fold_in(known.get(int(u), {}))).double().cpu() for u in users]).numpy()
+        candidates = np.broadcast_to(keep, scores.shape).copy()
+        for row, user in enumerate(users.tolist()):
+            candidates[row, list(known.get(int(user), {}))] = False
+        return torch.as_tensor(ranking_values(scores, popularity, candidates, novelty))
+
+    return score
+
+
 def constant_scores(item_scores: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
     """A `ranking_metrics` score function giving every user the same item scores (n_items,)."""
     row = torch.as_tensor(np.asarray(item_scores, dtype=np.float32))
@@ -165,7 +195,8 @@ class NewcomerResult:
     random_common: float
 
     def line(self) -> str:
-        return f"k={self.k} ndcg@10={self.ndcg:.4f} popularity={self.popularity:.4f} random={self.random:.4f} rmse={self.rmse:.4f}"
+        error = "n/a" if np.isnan(self.rmse) else f"{self.rmse:.4f}"
+        return f"k={self.k} ndcg@10={self.ndcg:.4f} popularity={self.popularity:.4f} random={self.random:.4f} rmse={error}"
 
 
 def evaluate_newcomers(
@@ -176,10 +207,18 @@ def evaluate_newcomers(
     ks: Sequence[int] = KS,
     seed: int = 42,
     cutoff: int = 10,
+    novelty: float = DEFAULT_NOVELTY,
+    min_ratings: int = DEFAULT_MIN_RATINGS,
 ) -> list[NewcomerResult]:
-    """The benchmark's figures for each k (see the module docstring) on held-out users `heldout`."""
-    popularity = train.item_popularity().astype(np.float32)
+    """The benchmark's figures for each k (see the module docstring) on held-out users `heldout`;
+    `novelty` and `min_ratings` are the page's ranking settings (default: the page's defaults)."""
+    counts = train.item_popularity()
+    popularity = counts.astype(np.float32)
+    keep = counts >= min_ratings
     metric = f"ndcg@{cutoff}"
+
+    def ranked(known: Mapping[int, Mapping[int, float]]) -> Callable[[np.ndarray], torch.Tensor]:
+        return product_scores(model, known, counts, keep, novelty)
 
     def ndcg(score_fn: Callable[[np.ndarray], torch.Tensor], excluded: Dataset, targets: Dataset) -> float:
         if len(targets) == 0:
@@ -198,14 +237,14 @@ def evaluate_newcomers(
         results.append(
             NewcomerResult(
                 k=int(k),
-                ndcg=ndcg(folded_scores(model, known), revealed, remaining),
+                ndcg=ndcg(ranked(known), revealed, remaining),
                 popularity=ndcg(constant_scores(popularity), revealed, remaining),
-                random=ndcg(folded_scores(model, random_known), random_revealed, random_remaining),
-                rmse=folded_rmse(model, known, remaining),
+                random=ndcg(ranked(random_known), random_revealed, random_remaining),
+                rmse=folded_rmse(model, known, remaining) if model.explicit else float("nan"),
                 revealed=len(revealed) / max(1, len(users)),
                 shown=float(np.mean([movies_shown(order, heldout.items_of(u), k) for u in users])),
-                ndcg_common=ndcg(folded_scores(model, known), excluded, common),
-                random_common=ndcg(folded_scores(model, random_known), excluded, common),
+                ndcg_common=ndcg(ranked(known), excluded, common),
+                random_common=ndcg(ranked(random_known), excluded, common),
             )
         )
     return results
@@ -230,14 +269,31 @@ def time_recommend(model: Recommender, catalogue, profile: Mapping[int, float], 
     return float(np.median(times) * 1000)
 
 
+def tune_novelty(model: Recommender, train: Dataset, valid: Dataset, order: np.ndarray, seed: int = 42) -> int:
+    """Print mean NDCG@10 over k = 5, 10, 20 of the onboarding reveal on validation users for a
+    grid of novelty values and the best one (the rule behind `DEFAULT_NOVELTY`)."""
+    grid = np.round(np.arange(NOVELTY_RANGE[0], 0.5 + 1e-9, 0.05), 2)
+    means = []
+    for novelty in grid.tolist():
+        results = evaluate_newcomers(model, train, valid, order, ks=(5, 10, 20), seed=seed, novelty=novelty)
+        means.append(float(np.mean([r.ndcg for r in results])))
+        print(f"novelty={novelty:+.2f} " + " ".join(f"k={r.k}:{r.ndcg:.4f}" for r in results) + f" mean={means[-1]:.4f}", flush=True)
+    best = float(grid[int(np.argmax(means))])
+    print(f"best novelty on validation users: {best:+.2f} (mean ndcg@10 {max(means):.4f}); DEFAULT_NOVELTY is {DEFAULT_NOVELTY:+.2f}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seed", type=int, default=42, help="seed of the held-out users and the random reveals")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of users held out whole")
+    parser.add_argument("--model", default="mf", help="registered model name (default: the app's default, mf)")
     parser.add_argument("--epochs", type=int, default=None, help="MF epochs (default: MFConfig's)")
+    parser.add_argument("--tune", action="store_true", help="choose the novelty default on validation users, then stop")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # tiny per-user tensor operations; a shared machine's thread pool only slows them
 
     from recengine.data.movielens import load_dataset
     from recengine.data.splits import split_by_user
@@ -247,19 +303,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_dataset(args.dataset)
     split = split_by_user(data, test_fraction=args.fraction, seed=args.seed)
     train, heldout = split.train, split.test
+    if args.tune:  # validation users carved out of the training users; the test users stay unseen
+        split = split_by_user(train, test_fraction=args.fraction, seed=1)
+        train, heldout = split.train, split.test
     n_heldout = len(np.unique(heldout.users))
     device = resolve_device(args.device)
-    print(f"{data!r}: {n_heldout} users held out whole (seed {args.seed}), MF trained on {train!r} on {describe_device(device)}")
+    role = "validation users (from the training users)" if args.tune else "users held out whole"
+    print(f"{data!r}: {n_heldout} {role} (seed {args.seed}), {args.model} trained on {train!r} on {describe_device(device)}")
 
     hyper = {} if args.epochs is None else {"epochs": args.epochs}
     started = time.perf_counter()
-    model = create_model("mf", device=device, **hyper).fit(train)
-    print(f"mf: {model.config}; fitted in {time.perf_counter() - started:.1f} s")
+    model = create_model(args.model, device=device, **hyper).fit(train)
+    print(f"{args.model}: {model.config}; fitted in {time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
     order = onboarding_order(model, train)
     print(f"onboarding order: {len(order)} movies in {1000 * (time.perf_counter() - started):.0f} ms; first 6: {train.titles(order[:6])}")
 
+    if args.tune:
+        return tune_novelty(model, train, heldout, order, seed=args.seed)
+
+    print(
+        f"ranking as the Recommendations page does by default: novelty={DEFAULT_NOVELTY} (recengine.recommend.DEFAULT_NOVELTY), "
+        f"at least {DEFAULT_MIN_RATINGS} ratings (DEFAULT_MIN_RATINGS, counted in training), diversity=0; "
+        f"model defaults as printed above"
+    )
     started = time.perf_counter()
     results = evaluate_newcomers(model, train, heldout, order, KS, seed=args.seed)
     print(f"evaluated {len(KS)} values of k in {time.perf_counter() - started:.1f} s")

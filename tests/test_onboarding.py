@@ -317,6 +317,30 @@ def test_folded_rmse_and_scores_match_a_hand_computation(bench) -> None:
     assert constant.shape == (3, 8) and constant[2, 7] == 7
 
 
+def test_product_scores_rank_as_the_recommendations_page_does(bench) -> None:
+    from recengine.data.synthetic import generate_synthetic
+    from recengine.recommend import RecommendationFilter, recommend_profile
+
+    data = generate_synthetic(n_users=60, n_items=40, n_interactions=1500, n_factors=3, seed=5)
+    model = StaticFactors(np.random.default_rng(2).normal(size=(40, 3)))
+    counts = data.item_popularity()
+    floor = int(np.median(counts))
+    catalogue = data.catalogue.assign(popularity=counts)
+    known = {0: {1: 5.0, 7: 2.0, 30: 4.0}, 3: {2: 1.0}}
+    users = np.array([0, 3, 9])  # user 9 revealed nothing
+    for novelty in (-0.6, 0.0, 0.4):
+        values = bench.product_scores(model, known, counts, counts >= floor, novelty)(users).numpy()
+        for row, user in enumerate(users.tolist()):
+            page = recommend_profile(
+                model, catalogue, known.get(user, {}), k=10, filters=RecommendationFilter(min_ratings=floor), novelty=novelty, explain=False
+            )
+            best = np.argsort(-values[row], kind="stable")[:10]
+            assert best.tolist() == [rec.item_idx for rec in page]
+            # revealed items and items under the floor are never candidates
+            assert np.all(values[row, list(known.get(user, {}))] == -np.inf)
+            assert np.all(values[row, counts < floor] == -np.inf)
+
+
 def test_evaluate_newcomers_on_synthetic_data(bench) -> None:
     from recengine.data.synthetic import generate_synthetic
     from recengine.evaluation import ranking_metrics

@@ -13,6 +13,8 @@ import torch
 from recengine.data.dataset import Dataset, IdMap, make_catalogue
 from recengine.models.base import Recommender, create_model
 from recengine.recommend import (
+    DEFAULT_NOVELTY,
+    NOVELTY_RANGE,
     Recommendation,
     RecommendationFilter,
     compare_models,
@@ -20,6 +22,7 @@ from recengine.recommend import (
     popularity_overlap,
     popularity_ranking,
     profile_is_thin,
+    ranking_values,
     recommend_profile,
     similar_to,
 )
@@ -161,14 +164,14 @@ def test_recommend_profile_ranks_by_score_and_skips_rated_and_filtered() -> None
     bias = np.array([4.0, 1.0, 4.5, 3.0, 2.0, 4.9])
     model = FixedFactors(np.zeros((6, 2)), bias)
     catalogue = filter_catalogue()
-    recs = recommend_profile(model, catalogue, {5: 4.0}, k=3)
+    recs = recommend_profile(model, catalogue, {5: 4.0}, k=3, novelty=0.0)
     assert [r.item_idx for r in recs] == [2, 0, 3]  # 5 is rated
     assert [r.score for r in recs] == pytest.approx([4.5, 4.0, 3.0])
     assert [r.predicted_rating for r in recs] == pytest.approx([4.5, 4.0, 3.0])
     first = recs[0]
     assert (first.title, first.year, first.genres) == ("Movie 2 (2003)", 2003, ("Comedy", "Romance"))
     assert recs[2].year is None
-    only_comedy = recommend_profile(model, catalogue, {}, k=5, filters=RecommendationFilter(genres=("Comedy",)))
+    only_comedy = recommend_profile(model, catalogue, {}, k=5, filters=RecommendationFilter(genres=("Comedy",)), novelty=0.0)
     assert [r.item_idx for r in only_comedy] == [2, 0]
     assert recommend_profile(model, catalogue, {}, k=5, filters=RecommendationFilter(genres=("Western",))) == []
 
@@ -202,6 +205,56 @@ def test_novelty_one_pushes_popular_items_down() -> None:
     assert half == np.argsort(-(z(bias) + 0.5 * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
 
 
+def test_negative_novelty_pulls_popular_items_up_and_is_the_default() -> None:
+    # Item 5 is obscure with a glowing score; items 0..4 are well known with good scores.
+    popularity = np.array([500, 200, 80, 30, 10, 3])
+    bias = np.array([4.0, 4.1, 4.2, 4.3, 4.4, 4.9])
+    model = FixedFactors(np.zeros((6, 1)), bias)
+    catalogue = catalogue_for(6, popularity)
+    plain = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=0.0)]
+    assert plain == [5, 4, 3, 2, 1, 0]
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    # z(bias) = [-1.09 -.74 -.40 -.06 .29 2.00], z(log rank) = [-1.81 -.67 .00 .48 .85 1.15]
+    # difference = [.72 -.08 -.40 -.54 -.56 .85]: the most-rated item climbs from last to second
+    familiar = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=-1.0)]
+    expected = np.argsort(-(z(bias) - z(np.log(np.arange(1, 7)))), kind="stable").tolist()
+    assert familiar == expected == [5, 0, 1, 2, 3, 4]
+    default = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6)]
+    assert default == [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=DEFAULT_NOVELTY)]
+    assert NOVELTY_RANGE[0] <= DEFAULT_NOVELTY < 0
+    assert default == np.argsort(-(z(bias) + DEFAULT_NOVELTY * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
+
+
+def test_ranking_values_match_a_row_by_row_reference() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.normal(3.5, 1.0, size=(4, 9))
+    popularity = np.array([50, 7, 7, 300, 1, 0, 12, 90, 7])
+    keep = rng.random((4, 9)) > 0.3
+    keep[3] = False
+    keep[3, 2] = True  # a single candidate: standardised to 0
+    scores[0, 1] = np.nan  # never a candidate
+    values = ranking_values(scores, popularity, keep, novelty=-0.4)
+    # average ranks, 1 = most rated: 300->1, 90->2, 50->3, 12->4, the three 7s share 6, 1->8, 0->9
+    log_rank = np.log(np.array([3, 6, 6, 1, 8, 9, 4, 2, 6], dtype=float))
+    for row in range(4):
+        kept = keep[row] & np.isfinite(scores[row])
+        expected = np.full(9, -np.inf)
+        if kept.sum() > 1:
+            z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+            expected[kept] = z(scores[row, kept]) - 0.4 * z(log_rank[kept])
+        else:
+            expected[kept] = 0.0
+        np.testing.assert_allclose(values[row], expected, atol=1e-12)
+        # one profile at a time gives the same values
+        np.testing.assert_allclose(ranking_values(scores[row], popularity, keep[row], -0.4), expected, atol=1e-12)
+    # novelty 0 is the standardised score alone; a 1-D keep broadcasts over the rows
+    only = ranking_values(scores[1:3], popularity, keep[1], 0.0)
+    for offset, row in enumerate((1, 2)):
+        s = scores[row, keep[1]]
+        np.testing.assert_allclose(only[offset, keep[1]], (s - s.mean()) / s.std(), atol=1e-12)
+        assert np.all(only[offset, ~keep[1]] == -np.inf)
+
+
 def test_diversity_one_lowers_the_mean_pairwise_similarity() -> None:
     # Three tight clusters along the axes; cluster 0 holds the five best-scored items.
     rng = np.random.default_rng(0)
@@ -232,6 +285,10 @@ def test_recommend_profile_rejects_bad_arguments() -> None:
         recommend_profile(model, catalogue, {}, k=0)
     with pytest.raises(ValueError, match="novelty"):
         recommend_profile(model, catalogue, {}, novelty=1.5)
+    with pytest.raises(ValueError, match="novelty must be between -1 and 1"):
+        recommend_profile(model, catalogue, {}, novelty=-1.01)
+    with pytest.raises(ValueError, match="novelty"):
+        recommend_profile(model, catalogue, {}, novelty="high")
     with pytest.raises(ValueError, match="diversity"):
         recommend_profile(model, catalogue, {}, diversity=-0.1)
     with pytest.raises(ValueError, match="catalogue has 5 items"):
@@ -295,7 +352,7 @@ def small_mf():
 def test_exact_reasons_on_mf_sum_to_the_score_difference(small_mf) -> None:
     model, data = small_mf
     ratings = {3: 5.0, 10: 1.0, 17: 4.0, 25: 3.5, 40: 2.5}
-    recs = recommend_profile(model, data.catalogue, ratings, k=8)
+    recs = recommend_profile(model, data.catalogue, ratings, k=8, novelty=0.0)
     baseline = model.score_folded(model.fold_in({})).double().numpy()
     for rec in recs:
         assert rec.exact_reasons is True
