@@ -5,9 +5,14 @@
     r̂(u, i) = x(u, i)                                          otherwise
 
 where (lo, hi) = (scale_low - range_margin, scale_high + range_margin) is the rating scale widened
-by a margin, as in fastai's `y_range`. Training minimises the squared error plus L2 on the
-embeddings and biases actually looked up in each batch (`reg_factors`, `reg_bias`), which suits
-sparse data better than weight decay on every row.
+by a margin, as in fastai's `y_range`. Training (`recengine.training.train_loop`, AdamW with a
+one-cycle schedule by default) minimises the squared error plus L2 on the embeddings and biases
+actually looked up in each batch (`reg_factors`, `reg_bias`: frequent users and items are
+penalised more often, which suits sparse data better than weight decay on every row) plus a
+small uniform L2 on every factor row (`reg_uniform`).
+
+Measured with the defaults (benchmarks/accuracy.py): RMSE 0.9155 on ml-100k u1, 0.9049 mean
+over u1..u5, 0.8376 on ml-latest-small random 80/20; about 3 s to fit ml-100k on one CPU core.
 
 A brand-new user is folded in by regularised least squares against the frozen item factors and
 biases (see `MatrixFactorization.fold_in`), which makes their scores exactly linear in their
