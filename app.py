@@ -9,7 +9,12 @@ point as a legacy multipage app, so on a freshly started server a link straight 
 would run that page without this frame, and AppTest would do so after the first run.)
 """
 
-import streamlit as st
+import os
+
+# Idle OpenMP threads sleep instead of spinning; must be set before torch loads (see README).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
 
 from ui import cached, state, widgets
 
