@@ -503,7 +503,14 @@ class ModelStore:
         logger.info("training %s", key.describe())
         model.fit(fit_part, valid=valid, on_epoch=on_epoch)
         started = time.perf_counter()
-        metrics = {name: float(value) for name, value in evaluate_model(model, split.train, split.test, k=EVALUATION_K).items()}
+        if model.sequential and split.name == "user":
+            # Next-item models on held-out users: the windowed protocol (MRR of each window's last item).
+            from recengine.models.sequence import evaluate_next_item
+
+            scores = evaluate_next_item(model, split, k=EVALUATION_K)
+        else:
+            scores = evaluate_model(model, split.train, split.test, k=EVALUATION_K)
+        metrics = {name: float(value) for name, value in scores.items()}
         meta = {
             "dataset": key.dataset,
             "split": key.split,

@@ -6,3 +6,4 @@ __all__ = ["Recommender", "create_model", "get_model_class", "model_names", "reg
 
 from recengine.models import mf  # noqa: F401,E402  (registers "mf")
 from recengine.models import als  # noqa: F401,E402  (registers "als")
+from recengine.models import sequence  # noqa: F401
