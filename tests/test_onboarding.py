@@ -5,15 +5,12 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from recengine.data.dataset import Dataset, IdMap
-from recengine.models.base import Recommender
 from recengine.onboarding import (
     GOOD_PROFILE_SIZE,
     RATING_CHOICES,
@@ -25,52 +22,14 @@ from recengine.onboarding import (
 )
 
 
-# --- a model with fixed item factors ----------------------------------------------------------
-@dataclass(frozen=True)
-class NoConfig:
-    """The fixed-factor test model has no hyper-parameters."""
+from fakes import FixedFactors  # noqa: E402  (tests/fakes.py)
 
 
-class StaticFactors(Recommender):
-    """Item factors given up front; a newcomer's vector is the centred-rating-weighted mean of
-    the rated items' factors and an item's score is 3 + v_i . u."""
-
-    name = "static-factors"
-    Config = NoConfig
-
-    def __init__(self, factors: np.ndarray) -> None:
-        super().__init__(NoConfig(), device="cpu")
-        self.factors = np.asarray(factors, dtype=np.float32)
-        self.item_map = IdMap(np.arange(len(self.factors)))
-        self.user_map = IdMap(np.arange(1))
-
-    def _fit(self, train, valid, on_epoch) -> None:
-        raise TypeError("StaticFactors is built with its factors, not trained")
-
-    def item_factors(self) -> np.ndarray:
-        return self.factors.copy()
-
-    def fold_in(self, ratings) -> np.ndarray:
-        if not ratings:
-            return np.zeros(self.factors.shape[1], dtype=np.float32)
-        items = np.array(list(ratings), dtype=np.int64)
-        centred = np.array([ratings[i] for i in items.tolist()], dtype=np.float32) - 3.0
-        return (centred @ self.factors[items]) / len(items)
-
-    def score_folded(self, user_repr) -> torch.Tensor:
-        return torch.from_numpy(3.0 + self.factors @ np.asarray(user_repr, dtype=np.float32))
-
-    def score_users(self, user_idx) -> torch.Tensor:
-        return self.score_folded(self.fold_in({})).expand(len(user_idx), -1)
-
-    def predict(self, user_idx, item_idx) -> np.ndarray:
-        return self.score_users(np.asarray(user_idx))[0].numpy()[np.asarray(item_idx)]
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {"factors": torch.from_numpy(self.factors)}
-
-    def _restore(self, state) -> None:
-        self.factors = state["factors"].numpy()
+def StaticFactors(factors) -> FixedFactors:  # noqa: N802  (reads like the class it builds)
+    """Fixed item factors, a newcomer's vector the centred-rating-weighted mean of the rated
+    items' factors, and an item's score 3 + v_i . u."""
+    factors = np.asarray(factors, dtype=np.float32)
+    return FixedFactors(factors, bias=np.full(len(factors), 3.0))
 
 
 def rated_by_count(counts: list[int] | np.ndarray, n_users: int | None = None, rating: float = 4.0) -> Dataset:
