@@ -501,7 +501,9 @@ class ModelStore:
         else:
             fit_part, valid, validation = split.train, split.test, "test (monitoring only)"
         logger.info("training %s", key.describe())
+        started = time.perf_counter()
         model.fit(fit_part, valid=valid, on_epoch=on_epoch)
+        fit_seconds = time.perf_counter() - started
         started = time.perf_counter()
         if model.sequential and split.name == "user":
             # Next-item models on held-out users: the windowed protocol (MRR of each window's last item).
@@ -519,6 +521,7 @@ class ModelStore:
             "config": key.config_dict(),
             "slug": key.slug,
             "metrics": metrics,
+            "fit_seconds": fit_seconds,
             "evaluate_seconds": time.perf_counter() - started,
             "validation": validation,
             "n_train": len(fit_part),
