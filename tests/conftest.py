@@ -37,8 +37,11 @@ def require_release(name: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_folders(tmp_path_factory, monkeypatch):
-    """Every test writes models and caches into its own temporary folders, never the repo's."""
+    """Every test writes models, caches, profiles and uploads into its own temporary folders."""
     root = tmp_path_factory.mktemp("recengine-home")
     monkeypatch.setenv("RECENGINE_MODELS_DIR", str(root / "models"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(root / "data"))  # saved profiles and uploads
+    for name in ("RECENGINE_PROFILES_DB", "RECENGINE_UPLOADS_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RECENGINE_DEVICE", "cpu")
