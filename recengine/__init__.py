@@ -33,3 +33,6 @@ __all__ = [
     "model_names",
     "resolve_device",
 ]
+from recengine.profiles import ProfileData, ProfileError, ProfileInfo, ProfileStore  # noqa: E402
+
+__all__ += ["ProfileData", "ProfileError", "ProfileInfo", "ProfileStore"]

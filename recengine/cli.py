@@ -1,6 +1,7 @@
 """The command line: `python -m recengine <command> ...` (see `python -m recengine --help`).
 
-Commands: `datasets`, `download`, `train`, `evaluate`, `similar`, `recommend`. Every model
+Commands: `datasets`, `download`, `train`, `evaluate`, `similar`, `recommend`, `import`
+(your own ratings file as a dataset) and `profiles` (saved profiles). Every model
 command goes through the `ModelStore`, so a model trained once (by the command line or the
 app) is reused from `models/` afterwards.
 
@@ -197,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", with_hyper=True)
     _add_model_options(train)
     train.add_argument("--force", action="store_true", help="retrain even when a saved model exists (replaces it)")
+    train.add_argument("--distributed", action="store_true",
+                       help="train data-parallel on every process torchrun starts (gloo on CPU, nccl with one GPU per "
+                            "process); rank 0 reports and saves. E.g. `torchrun --nproc_per_node=2 -m recengine train "
+                            "--distributed ...`")  # fmt: skip
     _add_output_options(train, "the metrics and fit_seconds")
 
     evaluate = command("evaluate", with_hyper=True)
@@ -213,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help='JSON object {"title or item id": rating, ...}')  # fmt: skip
     _add_model_options(recommend)
     _add_output_options(recommend, "the recommended movies", with_k=True)
+    _add_profile_commands(commands, formatter)
     return parser
 
 
@@ -363,6 +369,8 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.distributed:
+        return _train_distributed(args, out, err)
     store = _store(args)
     key = _key(store, args)
     if args.force:
@@ -376,6 +384,39 @@ def _cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     verb = "reused the saved model" if reused else f"trained in {model.fit_seconds:.1f}s"
     out.write(f"{key.describe()}: {verb}\nsaved at {store.path(key)}\n\n{_metrics_table(payload)}\n")
     return 0
+
+
+def _train_distributed(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`train --distributed`, run by every process torchrun started: all of them train, rank 0
+    prints the progress and the result and writes the artefact, the others print nothing."""
+    from recengine import distributed
+
+    try:
+        context = distributed.init_distributed(args.device)
+    except RuntimeError as error:
+        raise UsageError(str(error)) from None
+    try:
+        store = ModelStore(args.models_dir, device=context.device)
+        key = _key(store, args)
+        reused = context.is_main and not args.force and store.get(key) is not None
+        label = f"training {key.model} on {key.dataset}/{key.split} ({context.world_size} processes, {context.backend})"
+        progress = _Progress(label, err) if context.is_main else None
+        try:
+            model = store.train_distributed(key, on_epoch=progress, force=args.force)
+        finally:
+            if progress is not None:
+                progress.close()
+        if model is None:  # not rank 0
+            return 0
+        payload = _metrics_payload(store, key, model)
+        if args.json:
+            _print_json(payload, out)
+            return 0
+        verb = "reused the saved model" if reused else f"trained in {model.fit_seconds:.1f}s on {context.world_size} processes"
+        out.write(f"{key.describe()}: {verb}\nsaved at {store.path(key)}\n\n{_metrics_table(payload)}\n")
+        return 0
+    finally:
+        distributed.shutdown()
 
 
 def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -532,6 +573,186 @@ def _cmd_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# --- uploads and saved profiles (`import`, `profiles ...`) ------------------------------------------
+_DELIMITER_CHOICES = {"comma": ",", "tab": "\t", "semicolon": ";", "pipe": "|", "colons": "::"}
+_IMPORT_DESCRIPTION = (
+    "Import your own ratings file (CSV or TSV: user, item, rating and optionally a timestamp, one rating per row) as a "
+    "named dataset under the user data folder ($RECENGINE_UPLOADS_DIR, else $XDG_DATA_HOME/recengine/uploads). The "
+    "separator, header and columns are guessed (userId/user_id/user, movieId/item/item_id, rating/score/stars, "
+    "timestamp/time/date) and can be given. The file is accepted whole or refused whole: problems are listed with "
+    "their row (the header is row 1) and column. Duplicate (user, item) rows keep the latest by timestamp, else the last row."
+)
+_PROFILES_DESCRIPTION = (
+    "Saved profiles (a person's ratings of one dataset's movies) in the profiles database ($RECENGINE_PROFILES_DB, "
+    "else $XDG_DATA_HOME/recengine/profiles.sqlite3): list them, show one, export it as JSON or CSV, import one "
+    "back, make a shareable link, or delete one. A profile is named per dataset; --dataset may be left out when "
+    "the name is used on one dataset only."
+)
+
+
+def _add_profile_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """The `import` and `profiles` commands (added by `build_parser`)."""
+    upload = commands.add_parser("import", help="import your own ratings file as a dataset", formatter_class=formatter,
+                                 description=textwrap.fill(_IMPORT_DESCRIPTION, width=88))  # fmt: skip
+    add = upload.add_argument
+    add("ratings", type=Path, metavar="RATINGS", help="the ratings file (.csv, .tsv, .txt; at most 50 MB / 5,000,000 rows)")
+    add("--name", required=True, help="the dataset's name: 1-64 of a-z, 0-9, '-' and '_' (e.g. my-ratings)")
+    add("--items", type=Path, metavar="ITEMS", help="optional items file: item id, title, optional genres (A|B) and year")
+    add("--scale", metavar="LOW,HIGH", help="rating scale, e.g. 0.5,5 or 1,10 (default: inferred as 1,5 or 0.5,5)")
+    add("--columns", metavar="ROLE=COLUMN,...", help="column mapping by header name or 1-based position, e.g. user=reviewer,item=2,rating=stars")
+    add("--encoding", default="auto", help="text encoding: auto (UTF-8, with or without BOM) or e.g. latin-1 (default: auto)")
+    add("--delimiter", choices=sorted(_DELIMITER_CHOICES), help="column separator (default: guessed)")
+    add("--force", action="store_true", help="replace an upload of the same name")
+    add("--json", action="store_true", help="print the import report as JSON")
+
+    profiles = commands.add_parser("profiles", help="list, show, export, import or delete saved profiles", formatter_class=formatter,
+                                   description=textwrap.fill(_PROFILES_DESCRIPTION, width=88))  # fmt: skip
+    actions = profiles.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, summary: str, named: bool = True) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary)
+        if named:
+            sub.add_argument("name", metavar="NAME", help="the profile's name")
+        sub.add_argument("--dataset", "-d", metavar="NAME", help="the dataset the profile belongs to")
+        sub.add_argument("--db", type=Path, metavar="FILE", help="profiles database (default: $RECENGINE_PROFILES_DB or the user data folder)")
+        return sub
+
+    listing = action("list", "list saved profiles (of one dataset with --dataset)", named=False)
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    show = action("show", "show a profile's ratings in the order rated")
+    show.add_argument("--json", action="store_true", help="print the profile as JSON (the export format)")
+    export = action("export", "export a profile to a JSON or CSV file (written atomically)")
+    export.add_argument("--out", "-o", type=Path, required=True, metavar="FILE", help="output file, .json or .csv")
+    export.add_argument("--format", choices=["json", "csv"], help="file format (default: from the file name)")
+    imported = action("import", "import a profile from a JSON or CSV file (validated; nothing is saved when it fails)", named=False)
+    imported.add_argument("file", type=Path, metavar="FILE", help="a .json or .csv profile file")
+    imported.add_argument("--name", help="the profile's name (required for CSV; replaces the name in a JSON file)")
+    imported.add_argument("--replace", action="store_true", help="replace the ratings of an existing profile of that name")
+    action("link", "print a shareable link's query string (at most 200 ratings)")
+    action("delete", "delete a profile and its ratings")
+
+
+def _profile_store(args: argparse.Namespace) -> Any:
+    from recengine.profiles import ProfileStore, ProfileStoreError
+
+    try:
+        return ProfileStore(args.db)
+    except (ProfileStoreError, OSError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _find_profile(store: Any, name: str, dataset: str | None) -> Any:
+    """The profile called `name` on `dataset`, or on the only dataset that has that name."""
+    from recengine.profiles import ProfileNotFoundError, validate_profile_name
+
+    if dataset is not None:
+        return store.find(name, dataset)
+    wanted = validate_profile_name(name).lower()
+    matches = [p for p in store.list_profiles() if p.name.lower() == wanted]
+    if not matches:
+        raise ProfileNotFoundError(f"no profile called {name!r}; see `{PROG} profiles list`")
+    if len(matches) > 1:
+        raise UsageError(f"profile {name!r} exists on {', '.join(sorted(p.dataset for p in matches))}; pass --dataset")
+    return matches[0]
+
+
+def _dataset_for_profiles(name: str, err: TextIO) -> Dataset | None:
+    """The dataset to check items against and take titles from: an upload or a release on disk
+    (None, with a note on stderr, for a known release that is not on this machine)."""
+    from recengine.data import upload
+
+    if upload.is_upload(name):
+        return upload.load_upload(name)
+    if name not in movielens.dataset_names():
+        known = [*movielens.dataset_names(), *upload.upload_names()]
+        raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}")
+    try:
+        return movielens.load_dataset(name)
+    except movielens.DatasetNotFoundError:
+        err.write(f"note: {name} is not on this machine, so item ids are not checked and titles are not shown\n")
+        return None
+
+
+def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from recengine.data import upload
+
+    options: dict[str, Any] = {"encoding": args.encoding}
+    if args.scale is not None:
+        options["scale"] = upload.parse_scale(args.scale)
+    if args.columns is not None:
+        options["columns"] = upload.parse_column_mapping(args.columns)
+    if args.delimiter is not None:
+        options["delimiter"] = _DELIMITER_CHOICES[args.delimiter]
+    if args.items is not None:
+        options["items"] = args.items
+    info, report = upload.import_upload(args.ratings, args.name, overwrite=args.force, **options)
+    if args.json:
+        _print_json({"name": info.name, "path": str(info.path), **{k: v for k, v in report.__dict__.items()}}, out)
+        return 0
+    out.write(f"imported {info.name!r}: {report.summary()}\nsaved at {info.path}\n"
+              f"use it with e.g. `{PROG} train --dataset {info.name}`\n")  # fmt: skip
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from recengine import profiles
+
+    store = _profile_store(args)
+    try:
+        if args.action == "list":
+            rows = store.list_profiles(args.dataset)
+            if args.json:
+                _print_json([dataclasses.asdict(p) for p in rows], out)
+            elif not rows:
+                out.write("no saved profiles" + (f" on {args.dataset}" if args.dataset else "") + "\n")
+            else:
+                table = [(p.name, p.dataset, p.n_ratings, p.n_skipped, time.strftime("%Y-%m-%d %H:%M", time.localtime(p.updated_at)))
+                         for p in rows]  # fmt: skip
+                out.write(format_table(["profile", "dataset", "ratings", "skipped", "changed"], table, right=[False, False, True, True, False]) + "\n")
+            return 0
+        if args.action == "import":
+            dataset_name = args.dataset
+            if dataset_name is None and args.file.suffix.lower() == ".json":
+                dataset_name = profiles.read_profile_file(args.file, name=args.name).dataset
+            if dataset_name is None:
+                raise UsageError("a CSV profile needs --dataset (and --name)")
+            dataset = _dataset_for_profiles(dataset_name, err)
+            data = profiles.read_profile_file(args.file, dataset=dataset, name=args.name, dataset_name=dataset_name)
+            info = store.import_profile(data, replace=args.replace)
+            dropped = f"; {data.duplicates_dropped} repeated item(s) dropped (the last one kept)" if data.duplicates_dropped else ""
+            out.write(f"imported profile {info.name!r} on {info.dataset}: {info.n_ratings} rating(s), {info.n_skipped} skipped{dropped}\n")
+            return 0
+        found = _find_profile(store, args.name, args.dataset)
+        if args.action == "delete":
+            store.delete(found)
+            out.write(f"deleted profile {found.name!r} on {found.dataset} ({found.n_ratings} rating(s))\n")
+            return 0
+        data = store.load(found)
+        if args.action == "link":
+            out.write(profiles.profile_link(data) + "\n")
+            return 0
+        dataset = _dataset_for_profiles(found.dataset, err)
+        if args.action == "export":
+            path = profiles.write_profile_file(data, args.out, args.format, dataset=dataset)
+            out.write(f"exported profile {found.name!r} ({len(data.ratings)} rating(s)) to {path}\n")
+            return 0
+        if args.json:
+            out.write(profiles.profile_to_json(data))
+            return 0
+        titles: dict[Any, str] = {}
+        if dataset is not None:
+            indices, _ = data.item_ratings(dataset)
+            titles = {profiles.item_id_of(dataset, i): t for i, t in zip(indices, dataset.titles(list(indices)))}
+        out.write(f"profile {found.name!r} on {found.dataset}: {len(data.ratings)} rating(s), {len(data.skipped)} skipped\n\n")
+        rows = [(n, r.item_id, f"{r.rating:g}", _clip(titles.get(r.item_id, "?"))) for n, r in enumerate(data.ratings, 1)]
+        out.write(format_table(["#", "item id", "rating", "title"], rows, right=[True, True, True, False]) + "\n")
+        return 0
+    except profiles.ProfileStoreError as error:
+        raise UsageError(str(error)) from None
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+
+
 _COMMANDS = {
     "datasets": _cmd_datasets,
     "download": _cmd_download,
@@ -539,6 +760,8 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "similar": _cmd_similar,
     "recommend": _cmd_recommend,
+    "import": _cmd_import,
+    "profiles": _cmd_profiles,
 }
 
 

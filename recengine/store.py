@@ -28,6 +28,10 @@ meta.json with the dataset, split, seed, model, config, device and timings.
 
 Background training (`start_training`) runs `get_or_train` in a daemon thread owned by the
 store and exposes its progress as a `TrainingJob` the app's training monitor polls.
+
+Across processes (torchrun, `recengine.distributed`), every rank calls `train_distributed(key)`:
+rank 0 decides whether the key needs training, every rank fits its share, and rank 0 alone
+evaluates and writes the artefact while the others wait for it and return None.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import numpy as np
 import torch
 
 import recengine
+from recengine import distributed
 from recengine.data import movielens
 from recengine.data.dataset import Dataset
 from recengine.data.splits import SPLIT_NAMES, Split, make_split, split_validation
@@ -493,6 +498,10 @@ class ModelStore:
             return model
 
     def _train(self, key: ModelKey, on_epoch: EpochCallback | None) -> Recommender:
+        return self._evaluate_and_save(key, *self._fit(key, on_epoch))
+
+    def _fit(self, key: ModelKey, on_epoch: EpochCallback | None) -> tuple[Recommender, Dataset, str, float]:
+        """Fit the key's model: (model, the part it was fitted on, what validated it, seconds)."""
         split = self.split(key.dataset, key.split, key.seed)
         model = create_model(key.model, key.config, device=self.device)
         if getattr(key.config, "early_stopping_patience", 0):
@@ -503,7 +512,13 @@ class ModelStore:
         logger.info("training %s", key.describe())
         started = time.perf_counter()
         model.fit(fit_part, valid=valid, on_epoch=on_epoch)
-        fit_seconds = time.perf_counter() - started
+        return model, fit_part, validation, time.perf_counter() - started
+
+    def _evaluate_and_save(
+        self, key: ModelKey, model: Recommender, fit_part: Dataset, validation: str, fit_seconds: float
+    ) -> Recommender:
+        """Evaluate a fitted model on the split's test part, save it with its meta.json, keep it in memory."""
+        split = self.split(key.dataset, key.split, key.seed)
         started = time.perf_counter()
         if model.sequential and split.name == "user":
             # Next-item models on held-out users: the windowed protocol (MRR of each window's last item).
@@ -528,12 +543,47 @@ class ModelStore:
             "n_test": len(split.test),
             "device": describe_device(self.device),
         }
+        if distributed.is_distributed():
+            meta["world_size"] = distributed.world_size()
         with self._lock_for(("load", key)):  # a concurrent `get` sees the folder and memory together
             model.save(self.path(key), meta=meta)
             with self._lock:
                 self._models[key] = model
                 self._meta[key] = Recommender.read_meta(self.path(key))
         return model
+
+    def train_distributed(
+        self, key: ModelKey, on_epoch: EpochCallback | None = None, force: bool = False
+    ) -> Recommender | None:
+        """Train `key` data-parallel; every rank of the process group calls it (see the module docstring).
+
+        Rank 0 decides: it reuses the saved model unless `force` (which deletes it first) or it is
+        missing, and every rank follows. When training, every rank fits (`on_epoch` is called on
+        rank 0 only), then rank 0 evaluates and saves while the others wait. Returns the model on
+        rank 0 and None on the others. Without a process group of several ranks this is
+        `get_or_train` (after deleting the key when `force`). A failure on rank 0 raises
+        `DistributedAbort` on the other ranks.
+        """
+        if not distributed.is_distributed():
+            if force:
+                self.delete(key)
+            return self.get_or_train(key, on_epoch)
+
+        def needs_training() -> bool:
+            if force:
+                self.delete(key)
+            return self.get(key) is None
+
+        if not distributed.run_on_main(needs_training):
+            return self.get(key) if distributed.is_main_process() else None
+        fitted = self._fit(key, on_epoch)
+
+        def evaluate_and_save() -> None:
+            with self._lock_for(("train", key)), self._process_lock(key):
+                self._evaluate_and_save(key, *fitted)
+
+        distributed.run_on_main(evaluate_and_save)  # the other ranks wait here
+        return fitted[0] if distributed.is_main_process() else None
 
     def metrics(self, key: ModelKey) -> dict[str, float] | None:
         """Test metrics of a trained key (from memory or its meta.json), else None."""

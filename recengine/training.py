@@ -20,6 +20,23 @@ is not covered by this guarantee.)
 
 Cancelling: an exception raised by `on_epoch` (or `validate`) propagates unchanged; the store uses
 this to stop a run. The module is then left in eval mode with the weights of the last finished step.
+
+Across processes (`recengine.distributed`; started by torchrun, a process group of more than one
+rank initialised): nothing changes for the caller. The loop wraps a thin module whose forward *is*
+`loss_fn` in DistributedDataParallel (so `loss_fn` keeps closing over the bare module and DDP still
+sees every forward and averages every gradient; sparse embedding gradients too, with gloo). Every
+rank walks the same seeded permutation and takes its own contiguous slice of each global batch of
+`config.batch_size` (every rank makes the same number of steps, none waits on a last step), and
+scales its loss by its share of the batch's loss terms (`loss_terms`), so the averaged gradient is
+the gradient of the global batch's loss. Validation and `on_epoch` run on rank 0 only; the metrics
+reach every rank, so early stopping takes the same decision everywhere, and an exception on rank 0
+stops the other ranks with `DistributedAbort`. Result: the same as one process up to the float
+rounding of the summation order. Tolerance, tested with 2 CPU processes (tests/test_distributed.py):
+every score within 1e-4 and every epoch's loss within 1e-5 relative; measured 2e-6 and 1e-7 for mf,
+neural and the sequence models after 2-3 epochs. (A parameter whose exact gradient is zero, like
+the key bias of self-attention, may drift apart under Adam's normalisation without changing any
+score.) In-module randomness (dropout) is drawn per slice, so runs with dropout agree in
+distribution only.
 """
 
 from __future__ import annotations
@@ -33,6 +50,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
+from recengine import distributed
 from recengine.models.base import EpochCallback, EpochEvent, TrainingError
 
 __all__ = [
@@ -165,16 +183,47 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in module.state_dict().items()}
 
 
+LossFunction = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]
+
+
+class _LossModule(nn.Module):
+    """`module` with `loss_fn` as its forward, so DistributedDataParallel sees the loss computation
+    (and registers the module's parameters) while `loss_fn` keeps using the bare module."""
+
+    def __init__(self, module: nn.Module, loss_fn: LossFunction) -> None:
+        super().__init__()
+        self.module = module
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(batch, target)
+
+
+def _data_parallel(module: nn.Module, loss_fn: LossFunction, device: torch.device) -> nn.Module:
+    """DistributedDataParallel over `module` whose forward computes `loss_fn` (see `_LossModule`)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    sparse = any(isinstance(m, nn.Embedding) and m.sparse for m in module.modules())
+    if sparse and torch.distributed.get_backend() == "nccl":
+        raise ValueError(
+            "sparse embedding gradients (optimizer 'sparse_adam') cannot be all-reduced by the nccl backend; "
+            "train with optimizer 'adam' or 'adamw' across GPUs, or use the gloo backend"
+        )
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(_LossModule(module, loss_fn), device_ids=device_ids)
+
+
 def train_loop(
     module: nn.Module,
     inputs: Sequence[torch.Tensor],
     targets: torch.Tensor,
-    loss_fn: Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor],
+    loss_fn: LossFunction,
     config: TrainingConfig,
     on_epoch: EpochCallback | None = None,
     validate: Callable[[], Mapping[str, float]] | None = None,
     monitor: str = "rmse",
     higher_is_better: bool = False,
+    loss_terms: Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor | int] | None = None,
 ) -> TrainSummary:
     """Train `module` in place with shuffled mini-batches drawn straight from tensors.
 
@@ -188,6 +237,12 @@ def train_loop(
         does not return it). With `config.early_stopping_patience > 0` and `validate` given,
         training stops after that many epochs without improvement and the weights of the best
         epoch are restored; without `validate` early stopping is off.
+    loss_terms(batch_inputs, batch_targets) -> count: how many terms `loss_fn` averages over for
+        a batch (default: its rows). Used only across processes, to weight each rank's slice of a
+        global batch; a loss that averages over something else (e.g. the non-padding targets of
+        token windows) passes it so the distributed result matches one process.
+
+    Across processes (see the module docstring) `validate` and `on_epoch` run on rank 0 only.
 
     Raises TrainingError when the loss becomes NaN or infinite. Exceptions from `on_epoch` or
     `validate` propagate unchanged (that is how a run is cancelled).
@@ -205,6 +260,7 @@ def train_loop(
     optimizers = make_optimizers(module, config)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     patience = config.early_stopping_patience if validate is not None else 0
+    parallel = _data_parallel(module, loss_fn, device) if distributed.is_distributed() else None
 
     best_value: float | None = None
     best_epoch: int | None = None
@@ -226,12 +282,17 @@ def train_loop(
                     for group in optimizer.param_groups:
                         group["lr"] = config.learning_rate * factor
                     optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(tuple(tensor[index] for tensor in inputs), targets[index])
-                loss.backward()
+                if parallel is None:
+                    loss = loss_fn(tuple(tensor[index] for tensor in inputs), targets[index])
+                    loss.backward()
+                    loss_sum += loss.detach().double() * index.numel()
+                else:
+                    loss_sum += _parallel_step(parallel, inputs, targets, index, loss_terms)
                 for optimizer in optimizers:
                     optimizer.step()
-                loss_sum += loss.detach().double() * index.numel()
                 step += 1
+            if parallel is not None:
+                distributed.all_reduce_sum(loss_sum)
             mean_loss = float(loss_sum) / n
             if not math.isfinite(mean_loss):
                 raise TrainingError(
@@ -242,8 +303,12 @@ def train_loop(
             metrics: dict[str, float] = {}
             if validate is not None:
                 module.eval()
-                with torch.no_grad():
-                    metrics = {key: float(value) for key, value in validate().items()}
+
+                def run_validation() -> dict[str, float]:
+                    with torch.no_grad():
+                        return {key: float(value) for key, value in validate().items()}
+
+                metrics = distributed.run_on_main(run_validation)
                 if monitor not in metrics:
                     raise ValueError(f"monitor {monitor!r} is not among the validation metrics {sorted(metrics)}")
                 value = metrics[monitor]
@@ -255,7 +320,12 @@ def train_loop(
                 else:
                     stale_epochs += 1
             if on_epoch is not None:
-                on_epoch(EpochEvent(epoch, config.epochs, mean_loss, time.perf_counter() - started, metrics))
+                event = EpochEvent(epoch, config.epochs, mean_loss, time.perf_counter() - started, metrics)
+
+                def report() -> None:
+                    on_epoch(event)
+
+                distributed.run_on_main(report)  # rank 0 only; a cancel there stops every rank
             if patience and stale_epochs >= patience:
                 stopped_early = epoch < config.epochs
                 break
@@ -264,3 +334,33 @@ def train_loop(
     finally:
         module.eval()
     return TrainSummary(epoch, best_epoch, best_value, stopped_early)
+
+
+def _parallel_step(
+    parallel: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    targets: torch.Tensor,
+    index: torch.Tensor,
+    loss_terms: Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor | int] | None,
+) -> torch.Tensor:
+    """Forward and backward of this rank's slice of the global batch `index`; returns its part of
+    the batch's loss x batch size (float64, summed over ranks at the end of the epoch).
+
+    With w_r the loss terms in rank r's slice and w = Σ_r w_r those of the whole batch, rank r
+    back-propagates loss_r · W · w_r / w; DDP averages over the W ranks, which leaves the gradient of
+    Σ_r (w_r / w) loss_r, the loss of the whole batch. A rank whose slice is empty (a last batch
+    smaller than the world) still takes part in DDP's all-reduce with one example at weight 0.
+    """
+    world, rank = distributed.world_size(), distributed.rank()
+    start, stop = distributed.shard_range(index.numel(), rank, world)
+    local = index[start:stop] if stop > start else index[:1]
+    batch, target = tuple(tensor[local] for tensor in inputs), targets[local]
+    if stop == start:
+        share: torch.Tensor | float = 0.0
+    elif loss_terms is None:  # the loss is a mean over rows
+        share = (stop - start) / index.numel()
+    else:
+        share = loss_terms(batch, target) / loss_terms(tuple(tensor[index] for tensor in inputs), targets[index])
+    loss = parallel(batch, target)
+    (loss * (share * world)).backward()
+    return loss.detach().double() * share * index.numel()

@@ -62,3 +62,30 @@ from recengine.data.sequences import (  # noqa: E402
 )
 
 __all__ += ["PAD", "from_token", "last_window", "last_windows", "n_tokens", "to_token", "user_sequences", "windows"]
+from recengine.data.upload import (  # noqa: E402
+    ParsedUpload,
+    UploadError,
+    UploadInfo,
+    UploadLimits,
+    UploadReport,
+    delete_upload,
+    import_upload,
+    list_uploads,
+    load_upload,
+    parse_upload,
+    save_upload,
+)
+
+__all__ += [
+    "ParsedUpload",
+    "UploadError",
+    "UploadInfo",
+    "UploadLimits",
+    "UploadReport",
+    "delete_upload",
+    "import_upload",
+    "list_uploads",
+    "load_upload",
+    "parse_upload",
+    "save_upload",
+]

@@ -33,6 +33,14 @@ Solvers (`solver`):
 New users are folded in by the exact solve of their own system against the frozen item factors
 (as `implicit`'s `recalculate_user`); `explain` splits a score into per-item contributions
 (section 5 of Hu et al.).
+
+Across processes (a process group of more than one rank, see `recengine.distributed`): each rank
+solves its contiguous block of items, then of users (`shard_range`), against the full fixed factors,
+and an all-gather gives every rank the full new factors. The Gram matrix YᵀY + λI of each half-step
+is the all-reduced sum of the ranks' blocks (each rank multiplies only the rows it solved), and so
+are the parts of the objective. Rank 0 alone validates and reports. The factors equal those of one
+process up to float32 rounding of the summation order (tested with 2 CPU processes: scores within
+1e-4; measured 3e-6 after 4 CG iterations, and 0 with the Cholesky solver).
 """
 
 from __future__ import annotations
@@ -41,11 +49,12 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
 
+from recengine import distributed
 from recengine.data.dataset import Dataset
 from recengine.models.base import EpochCallback, EpochEvent, NotFittedError, Recommender, TrainingError, register
 
@@ -153,6 +162,11 @@ class _Side:
     def with_values(self, values: torch.Tensor) -> torch.Tensor:
         return _sparse_csr(self.crow, self.col, values, (self.n_rows, self.n_cols))
 
+    def rows(self, start: int, stop: int) -> "_Side":
+        """The positives of rows [start, stop) only (rows renumbered from 0, same columns)."""
+        first, last = int(self.crow[start]), int(self.crow[stop])
+        return _Side(self.crow[start : stop + 1] - first, self.col[first:last], self.extra[first:last], self.n_cols)
+
     def rhs(self, fixed: torch.Tensor) -> torch.Tensor:
         """Yᵀ C_u p_u for every row: (n_rows, d) = Σ_j c_j y_j over the row's positives."""
         return self.with_values(self.extra + 1.0) @ fixed
@@ -221,16 +235,18 @@ def solve_cg(
     regularization: float,
     steps: int,
     fixed_t: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`steps` conjugate-gradient steps on every row's system, warm-started from `current`.
 
     fixed: (n_cols, d) float32 factors of the other side (`fixed_t`: the same transposed and
-    contiguous, when the caller has it); current: (n_rows, d) float32 start (not modified).
+    contiguous, when the caller has it; `gram`: YᵀY + λI (d, d) float32, when the caller has it);
+    current: (n_rows, d) float32 start (not modified).
     Returns the new (n_rows, d) float32 factors. All rows advance together; a row whose residual
     has vanished (|r|² <= 1e-20) stops moving. Each step costs one product A·P (see
     `_Side.product`) and a few element-wise passes, all in place.
     """
-    gram = _gram(fixed, regularization)
+    gram = _gram(fixed, regularization) if gram is None else gram
     fixed_t = fixed.T.contiguous() if fixed_t is None else fixed_t
     x = current.clone()
     residual = side.rhs(fixed).sub_(side.product(x, fixed, fixed_t, gram))
@@ -252,8 +268,10 @@ def solve_cg(
     return x
 
 
-def solve_cholesky(side: _Side, fixed: torch.Tensor, regularization: float) -> torch.Tensor:
+def solve_cholesky(side: _Side, fixed: torch.Tensor, regularization: float, gram: torch.Tensor | None = None) -> torch.Tensor:
     """The exact solution of every row's system, by batched Cholesky factorisation in float64.
+
+    gram: YᵀY + λI (d, d) float64 when the caller has it (else computed from `fixed`).
 
     Rows are taken in order of their number of positives and solved in chunks: a chunk of r rows
     with at most L positives each gathers their factors into an (r, L, d) block (zero-padded), builds
@@ -263,7 +281,7 @@ def solve_cholesky(side: _Side, fixed: torch.Tensor, regularization: float) -> t
     d = fixed.shape[1]
     device = fixed.device
     fixed64 = fixed.double()
-    gram = _gram(fixed64, regularization)
+    gram = _gram(fixed64, regularization) if gram is None else gram
     rhs = side.with_values(side.extra.double() + 1.0) @ fixed64
     extra64 = side.extra.double()
     crow = side.crow.cpu().numpy()
@@ -347,6 +365,9 @@ class AlternatingLeastSquares(Recommender):
         self._user_factors = (torch.randn(shape_x, generator=generator) * config.init_std).to(self.device)
         self._item_factors = (torch.randn(shape_y, generator=generator) * config.init_std).to(self.device)
         validate = self._validator(train, valid)
+        if distributed.is_distributed():
+            self._fit_sharded(users, items, validate, on_epoch)
+            return
 
         reg, steps = config.regularization, config.cg_steps
         for iteration in range(1, config.iterations + 1):
@@ -368,6 +389,72 @@ class AlternatingLeastSquares(Recommender):
                 )
             metrics = validate() if validate is not None else {}
             on_epoch(EpochEvent(iteration, config.iterations, total / weight, time.perf_counter() - started, metrics))
+
+    def _fit_sharded(
+        self, users: _Side, items: _Side, validate: Callable[[], dict[str, float]] | None, on_epoch: EpochCallback
+    ) -> None:
+        """The iterations of `_fit` across the ranks of a process group (module docstring).
+
+        Per half-step each rank solves its block of rows with the full fixed factors and the
+        all-reduced Gram matrix, then the blocks are all-gathered. One all-reduce also collects the
+        objective's parts, XᵀX (which is the next item half-step's Gram matrix) and the sum over
+        the rank's positives. Rank 0 validates and calls `on_epoch`; every rank sees the same loss.
+        """
+        config: ALSConfig = self.config
+        reg, steps, exact = config.regularization, config.cg_steps, config.solver == "cholesky"
+        rank, world = distributed.rank(), distributed.world_size()
+        user_block = distributed.shard_range(users.n_rows, rank, world)
+        item_block = distributed.shard_range(items.n_rows, rank, world)
+        my_users, my_items = users.rows(*user_block), items.rows(*item_block)
+        weight = float(users.n_rows) * users.n_cols + float(users.extra.double().sum())
+        dtype = torch.float64 if exact else torch.float32
+
+        def block_gram(block: torch.Tensor) -> torch.Tensor:
+            block = block.to(dtype)
+            return distributed.all_reduce_sum(block.T @ block)
+
+        def solve(side: _Side, fixed: torch.Tensor, current: torch.Tensor, gram: torch.Tensor,
+                  fixed_t: torch.Tensor | None = None) -> torch.Tensor:
+            """This rank's rows of one half-step; gram = YᵀY (all ranks' sum), λ added here."""
+            system = gram.clone()
+            system.diagonal().add_(reg)
+            if exact:
+                return solve_cholesky(side, fixed, reg, gram=system)
+            return solve_cg(side, fixed, current, reg, steps, fixed_t, gram=system)
+
+        x, y = self._user_factors, self._item_factors
+        xtx = block_gram(x[slice(*user_block)])
+        for iteration in range(1, config.iterations + 1):
+            started = time.perf_counter()
+            with torch.no_grad():
+                my_y = solve(my_items, x, y[slice(*item_block)], xtx)
+                y = distributed.all_gather_rows(my_y, items.n_rows)
+                yty = block_gram(my_y)
+                y_t = y.T.contiguous()
+                my_x = solve(my_users, y, x[slice(*user_block)], yty, y_t)
+                x = distributed.all_gather_rows(my_x, users.n_rows)
+                # objective (see `objective`): Σ XᵀX∘YᵀY + Σ_positives [c (1 - s)² - s²] + λ (tr XᵀX + tr YᵀY)
+                scores = my_users.sampled_dots(my_x, y_t).double()
+                positives = ((my_users.extra.double() + 1.0) * (1.0 - scores) ** 2 - scores**2).sum()
+                d = config.factors
+                mine = my_x.to(dtype)
+                parts = torch.cat([(mine.T @ mine).reshape(-1), positives.to(dtype).reshape(1)])
+                distributed.all_reduce_sum(parts)
+                xtx = parts[: d * d].reshape(d, d)
+                total = float((xtx.double() * yty.double()).sum() + parts[-1].double()
+                              + reg * (xtx.double().trace() + yty.double().trace()))
+            self._user_factors, self._item_factors = x, y
+            if not math.isfinite(total):
+                raise TrainingError(
+                    f"als objective became {total} at iteration {iteration}; the factors diverged. "
+                    f"Raise regularization (now {config.regularization}) or lower alpha (now {config.alpha})"
+                )
+
+            def report(iteration: int = iteration, started: float = started, total: float = total) -> None:
+                metrics = validate() if validate is not None else {}
+                on_epoch(EpochEvent(iteration, config.iterations, total / weight, time.perf_counter() - started, metrics))
+
+            distributed.run_on_main(report)
 
     def _validator(self, train: Dataset, valid: Dataset | None):
         """A function giving validation metrics on a seeded sample of the validation users, or None."""

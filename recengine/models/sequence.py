@@ -397,6 +397,12 @@ class TransformerNetwork(SequenceNetwork):
 
 
 # --- the estimator ----------------------------------------------------------------------------
+def _predicted_items(batch: tuple[torch.Tensor, ...], _targets: torch.Tensor) -> torch.Tensor:
+    """How many predictions the loss of a batch of training windows averages over: its real
+    (non-PAD) tokens. Weighs each rank's share of a global batch in distributed training."""
+    return (batch[0] != PAD).sum()
+
+
 class SequenceModel(Recommender):
     """Estimator shared by the next-item families: training, scoring, fold-in, persistence.
 
@@ -454,7 +460,7 @@ class SequenceModel(Recommender):
                     return sequence_metrics(self._score_windows, histories, targets, metrics=["mrr"])
 
         train_loop(network, (tokens,), tokens, loss_fn, config, on_epoch=on_epoch, validate=validate,
-                   monitor="mrr", higher_is_better=True)
+                   monitor="mrr", higher_is_better=True, loss_terms=_predicted_items)
 
     def _loss_function(
         self, network: SequenceNetwork, train: Dataset
