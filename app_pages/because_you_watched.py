@@ -1,5 +1,7 @@
 """Because you watched: name a movie, see the movies the model places closest to it."""
 
+import hashlib
+
 import streamlit as st
 
 from recengine.recommend import similar_to
@@ -22,16 +24,17 @@ if not query.strip():
 
 match, candidates, ambiguous = cached.title_search(choice.dataset).resolve(query)
 if not candidates:
-    st.warning(f"No title looks like “{widgets.md(query.strip())}”. Try fewer words, or the original title.", icon="🔎")
+    st.warning(f"No title looks like “{widgets.quoted(query)}”. Try fewer words, or the original title.", icon="🔎")
     st.stop()
 
 if ambiguous or match is None:
     by_item = {candidate.item_idx: candidate for candidate in candidates}
+    query_id = hashlib.sha1(query.strip().lower().encode(), usedforsecurity=False).hexdigest()[:12]  # short, any text
     picked = st.radio(
         "Did you mean…",
         list(by_item),
         format_func=lambda item: by_item[item].title,
-        key=f"byw-pick-{choice.dataset}-{query.strip().lower()}",
+        key=f"byw-pick-{choice.dataset}-{query_id}",
     )
     chosen = by_item[picked]
 else:

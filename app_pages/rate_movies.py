@@ -75,7 +75,7 @@ with ask:
     if query.strip():
         matches = cached.title_search(choice.dataset).search(query, limit=SEARCH_RESULTS)
         if not matches:
-            st.caption(f"No title looks like “{widgets.md(query.strip())}”. Try fewer words or another spelling.")
+            st.caption(f"No title looks like “{widgets.quoted(query)}”. Try fewer words or another spelling.")
         for match in matches:
             key = f"search-{choice.dataset}-{match.item_idx}"
             widgets.movie_card(match.item_idx, catalogue, key=key, scale=data.rating_scale, dataset=choice.dataset)

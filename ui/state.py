@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 import streamlit as st
 
+from recengine.data.movielens import dataset_names
+
 DEFAULT_DATASET = "ml-100k"
 DEFAULT_MODEL = "mf"
 #: The split and seed the app's own models are trained on (the training monitor may pick others).
@@ -105,9 +107,15 @@ def app_hyper(model: str) -> tuple[tuple[str, Any], ...]:
 
 
 def initial_dataset() -> str:
-    """The dataset a new session starts on: ?dataset=… in the URL, else $RECENGINE_DEFAULT_DATASET, else ml-100k."""
-    from_url = st.query_params.get("dataset")
-    return from_url or os.environ.get(DATASET_ENV, "").strip() or DEFAULT_DATASET
+    """The dataset a new session starts on: ?dataset=… in the URL, else $RECENGINE_DEFAULT_DATASET, else ml-100k.
+
+    The URL is anyone's to write: a name that is not a known dataset (blank, a path, a
+    10,000-character string) is ignored rather than shown back in an error.
+    """
+    from_url = str(st.query_params.get("dataset") or "").strip()
+    if from_url in dataset_names():
+        return from_url
+    return os.environ.get(DATASET_ENV, "").strip() or DEFAULT_DATASET
 
 
 def current_dataset() -> str:

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from contextlib import contextmanager
 from typing import Iterator
 
 import pandas as pd
 import streamlit as st
 
-from recengine.data.movielens import DatasetNotFoundError, DownloadError, UnsafeArchiveError, download_dataset
+from recengine.data.movielens import (
+    DatasetIntegrityError,
+    DatasetNotFoundError,
+    DownloadError,
+    UnsafeArchiveError,
+    download_dataset,
+)
 from recengine.models.base import ArtefactError, NotFittedError, TrainingError
 from recengine.onboarding import RATING_CHOICES
 from ui import cached, state
@@ -49,6 +56,18 @@ def md(text: object) -> str:
     """`text` with Markdown's special characters escaped, for titles inside st.markdown strings
     ("M*A*S*H", "The Secret of My Succe$s" and "[REC]" must not turn into emphasis, LaTeX or links)."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def quoted(text: object, limit: int = 60) -> str:
+    """What a person typed, safe to echo inside a Markdown message: control characters (NUL,
+    ANSI escapes, line breaks) become spaces, runs of whitespace one space, at most `limit`
+    characters (an ellipsis marks the cut), Markdown escaped. A 10,000-character query is
+    shown as its first words, never whole."""
+    visible = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in str(text))
+    cleaned = " ".join(visible.split())
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1].rstrip() + "…"
+    return md(cleaned)
 
 
 def half_label(rating: float) -> str:
@@ -156,6 +175,9 @@ def friendly_errors() -> Iterator[None]:
         yield
     except DatasetNotFoundError as error:
         show_missing_dataset(error)
+    except DatasetIntegrityError as error:
+        st.error(f"**A file of {error.name} is damaged or altered,** so it was not loaded.", icon="🧯")
+        st.code(str(error), language=None, wrap_lines=True)
     except TrainingError as error:
         st.error(f"**Training failed.** {error}", icon="🛑")
     except ArtefactError as error:

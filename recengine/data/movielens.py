@@ -27,6 +27,7 @@ project's `data/` folder, then the user cache `$XDG_CACHE_HOME/recengine` (defau
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import io
 import json
@@ -35,6 +36,8 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
+import time
 import urllib.request
 import warnings
 import zipfile
@@ -52,8 +55,10 @@ __all__ = [
     "DATA_DIR_ENV",
     "RELEASES",
     "DatasetInfo",
+    "DatasetIntegrityError",
     "DatasetNotFoundError",
     "DownloadError",
+    "KNOWN_FILES",
     "Release",
     "UnsafeArchiveError",
     "available_datasets",
@@ -71,13 +76,14 @@ __all__ = [
     "read_users",
     "safe_extract",
     "search_places",
+    "verify_release",
 ]
 
 #: Environment variable naming the folder that holds MovieLens releases.
 DATA_DIR_ENV = "RECENGINE_DATA_DIR"
 #: Name of the binary parse cache written next to the data (or in the user cache).
 CACHE_FILENAME = ".recengine-cache-v1.npz"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 NO_GENRES = "(no genres listed)"
 #: A release unpacks to well under this; a zip that declares more is refused (zip bomb).
@@ -201,6 +207,47 @@ RELEASES: dict[str, Release] = {
     )
 }  # fmt: skip
 
+#: Size (bytes) and sha256 of every file of the official releases this project was checked
+#: against (measured on the unpacked zips). A folder is held to this record when its README
+#: is the official one (same size and sha256): a hand-made folder in the same layout (tests,
+#: your own data) carries no README and is not checked. Releases not listed here are checked
+#: against the manifest `download_dataset` records at download time (see `verify_release`).
+KNOWN_FILES: dict[str, dict[str, tuple[int, str]]] = {
+    "ml-100k": {
+        "README": (6401, "b2f69dd0cab50c2b976da7c6113f267169cf0b35ade48de35fe75ed1b81c0f28"),
+        "u.data": (1979173, "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+        "u.genre": (202, "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb"),
+        "u.info": (36, "5b0a40b2e47a729ee6203063f6dcf8790c2e63f5a18663e6ee318a72c5f3c27b"),
+        "u.item": (236344, "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"),
+        "u.occupation": (193, "cd5fbec9afe345d993a62fc7817df1a4a9079c4feb267b3118763b8fd942137d"),
+        "u.user": (22628, "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c"),
+        "u1.base": (1586544, "ce253ec86c448b44fb3ba9a30d12dcfc2e9210cbde71efada3730c22e9ac212a"),
+        "u1.test": (392629, "18c6014a4b2c7324f250a63f8904a7b16b2b19f911129e346141507b0cbac950"),
+        "u2.base": (1583948, "6c06f0b5df4b256da1a994f3ac66edc8da4d3f09bc9282df6b14d893366d703e"),
+        "u2.test": (395225, "4de658d1e04ed9104629509a2e2528fce833ac8e048280183f1df167632038c3"),
+        "u3.base": (1582546, "afdc155c291c6edc41c0407e39d7462eb98d341e064f0b0a12175b80b3c4af5d"),
+        "u3.test": (396627, "0f548b51c78327de4c156461d3e430b7e5579fe2b5681586a59416e48fd35f6d"),
+        "u4.base": (1581878, "219f0f4d40dfe9c5141d425f53fa91ee23ed275f14e280bbf1b50117afb064ca"),
+        "u4.test": (397295, "7c02ad0a1e7ab1083c8b9d4b627203a051dd7b5eab46d99fa44de33470de8db9"),
+        "u5.base": (1581776, "a9574e59ce961eec2121627760b6e9b0974ce1637b3fe69ac32cb14a4bfab485"),
+        "u5.test": (397397, "351cc52e0d15b6c721466276fc24671d40936899e3d01fadeaf312915b8c5634"),
+        "ua.base": (1792501, "67b5bcdb380c29f85d56a012ecd88612ae020f30a6730d117a334ee8203b91f2"),
+        "ua.test": (186672, "d0497e202417720f57a184ec8c66be2d1afa4ff41bb53787c57b28d6bf79bc42"),
+        "ub.base": (1792476, "237254d253b6ad7de84f919d041055428646254f34ed8f562703c899430cd881"),
+        "ub.test": (186697, "d54a72d05730d5892062734b2bec73e976f9b713d18c828a18b968d6cce442da"),
+    },
+    "ml-latest-small": {  # the September 2018 release (README.txt "last updated 9/2018")
+        "README.txt": (8342, "63d22ac138e80fae37021797ed8e1b9424b5239dc576a137422adf783ae3f404"),
+        "links.csv": (197979, "97ad18e4e56a09363c65676b6cb3482ce3e2cea2372a24620c1599c843325f31"),
+        "movies.csv": (494431, "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07"),
+        "ratings.csv": (2483723, "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646"),
+        "tags.csv": (118660, "92a9f8bb7916dceef6151209845788c3643f794dfa79d1feaec7121b5960399d"),
+    },
+}
+#: The file of a release folder that identifies it as the official release (see KNOWN_FILES).
+_README_NAMES = ("README", "README.txt", "README.html")
+MANIFEST_FORMAT = 1
+
 
 # --- errors ---------------------------------------------------------------------------------
 
@@ -211,6 +258,26 @@ class DownloadError(OSError):
 
 class UnsafeArchiveError(ValueError):
     """A zip member would be written outside the target folder (absolute path, `..`, symlink)."""
+
+
+class DatasetIntegrityError(ValueError):
+    """A release file differs from its record (size or sha256): truncated, altered or replaced.
+
+    `name` is the release, `path` the offending file, `problem` what differs. The message
+    says how to get an intact copy.
+    """
+
+    def __init__(self, name: str, path: Path, problem: str) -> None:
+        self.name, self.path, self.problem = name, Path(path), problem
+        folder = self.path.parent
+        super().__init__(
+            f"{self.path} is damaged or altered: {problem}. Fix: restore {folder} from the official {name}.zip "
+            f"(delete the folder, then run `python -m recengine download {name} --force`, which fetches and "
+            f"verifies it into {cache_dir()}; a copy under {DATA_DIR_ENV} is found first, so remove or replace that one)."
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, Path, str]]:
+        return type(self), (self.name, self.path, self.problem)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -457,12 +524,140 @@ def download_dataset(
         if not _is_release_folder(extracted, release):
             expected = ", ".join(f"{release.folder}/{file}" for file in _CORE_FILES[release.layout])
             raise DownloadError(f"{release.url} does not contain {expected}; has the release changed?")
+        _write_manifest(extracted, release, target)  # per-file record, checked on every load
         _install(extracted, target, replace=force)
     finally:
         Path(part).unlink(missing_ok=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# --- integrity of the unpacked files ---------------------------------------------------------
+
+#: sha256 of files already hashed by this process, by (resolved path, size, mtime_ns).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, remembered per (path, size, mtime) for this process."""
+    info = path.stat()
+    memo_key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(memo_key)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    with _DIGESTS_LOCK:
+        _DIGESTS[memo_key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _manifest_path(folder: Path, release: Release) -> Path:
+    """Where the download-time manifest of the release at `folder` lives (in the user cache)."""
+    key = hashlib.sha1(str(Path(folder).resolve()).encode(), usedforsecurity=False).hexdigest()[:12]
+    return cache_dir() / "manifests" / f"{release.name}-{key}.json"
+
+
+def _write_manifest(files_of: Path, release: Release, folder: Path) -> Path:
+    """Record the size and sha256 of every file in `files_of` (a release just verified against its
+    zip's MD5) as the manifest of the release that will live at `folder`; written atomically."""
+    files = {
+        entry.name: {"bytes": entry.stat().st_size, "sha256": _file_sha256(entry)}
+        for entry in sorted(Path(files_of).iterdir())
+        if entry.is_file() and not entry.is_symlink() and not entry.name.startswith(".")
+    }
+    manifest = {"format": MANIFEST_FORMAT, "release": release.name, "files": files}
+    path = _manifest_path(folder, release)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(manifest, out, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_manifest(path: Path, release: Release) -> dict[str, tuple[int, str]] | None:
+    """{file: (bytes, sha256)} from a manifest file; None (with a warning) when it is unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != MANIFEST_FORMAT or data.get("release") != release.name:
+            raise ValueError(f"format {data.get('format')!r} of release {data.get('release')!r}")
+        record = {str(name): (int(entry["bytes"]), str(entry["sha256"])) for name, entry in data["files"].items()}
+        if not all(re.fullmatch(r"[0-9a-f]{64}", digest) for _, digest in record.values()):
+            raise ValueError("a sha256 is not 64 lowercase hex digits")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        warnings.warn(f"ignoring the unreadable manifest {path} ({exc}); delete it or download {release.name} again", stacklevel=3)
+        return None
+    return record
+
+
+def _recorded_files(folder: Path, release: Release) -> dict[str, tuple[int, str]] | None:
+    """The record `folder` is held to: its download manifest, else the official release's
+    files (KNOWN_FILES) when the folder's README is the official one; None for a folder
+    with no record (unpacked by hand from an unknown zip, or made by hand)."""
+    manifest = _manifest_path(folder, release)
+    if manifest.is_file():
+        record = _read_manifest(manifest, release)
+        if record is not None:
+            return record
+    known = KNOWN_FILES.get(release.name)
+    if not known:
+        return None
+    for name in _README_NAMES:
+        readme = folder / name
+        if name in known and readme.is_file():
+            size, digest = known[name]
+            if readme.stat().st_size == size and _file_sha256(readme) == digest:
+                return known
+    return None
+
+
+def _check_record(folder: Path, release: Release, record: dict[str, tuple[int, str]], *, full: bool) -> None:
+    """Raise DatasetIntegrityError for the first recorded file whose size (or, when `full`, sha256)
+    differs. Recorded files that are absent are left to the code that needs them (folds, tags)."""
+    present = [(name, folder / name, size, digest) for name, (size, digest) in sorted(record.items()) if (folder / name).is_file()]
+    for name, path, size, _ in present:
+        found = path.stat().st_size
+        if found != size:
+            kind = "truncated" if found < size else "longer than the release's"
+            raise DatasetIntegrityError(release.name, path, f"{found:,} bytes instead of {size:,} ({kind})")
+    if full:
+        for name, path, _, digest in present:
+            found_digest = _file_sha256(path)
+            if found_digest != digest:
+                raise DatasetIntegrityError(
+                    release.name, path, f"its sha256 is {found_digest}, the release's is {digest} (same size, altered content)"
+                )
+
+
+def verify_release(folder: str | Path, name: str, *, full: bool = True) -> bool:
+    """Check the files of a release folder against their record; True when checked, False when
+    the folder has no record.
+
+    The record is the manifest `download_dataset` writes (sizes and sha256 of the unpacked
+    files, taken right after the zip's MD5 was verified), else `KNOWN_FILES` when the folder's
+    README is the official release's. Sizes are compared always (cheap); sha256 when `full`
+    (each file is hashed once per process and modification time). Raises
+    `DatasetIntegrityError` naming the first file that differs and how to restore it.
+    `load_movielens` calls this on every load: sizes always, hashes whenever it parses (a valid
+    binary cache proves the files are unchanged since the verified parse that wrote it).
+    """
+    release = get_release(name)
+    folder = Path(folder).expanduser()
+    record = _recorded_files(folder, release)
+    if record is None:
+        return False
+    _check_record(folder, release, record, full=full)
+    return True
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -695,9 +890,31 @@ def _split_text(text: str, count: int) -> list[str]:
     return parts
 
 
-def _write_cache(parsed: _Parsed, fingerprint: list[list[Any]], folder: Path, release: Release) -> Path | None:
+def _cache_manifest(release: Release, fingerprint: list[list[Any]], verified: bool) -> dict[str, Any]:
+    """What a parse cache records of its sources; `verified`: their checksums were checked before the parse."""
+    return {"format": CACHE_FORMAT, "release": release.name, "sources": fingerprint, "verified": verified}
+
+
+#: A temporary cache file older than this was left by a process that died mid-write.
+_STALE_SECONDS = 3600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete `<path name>.*.tmp` files beside `path` older than _STALE_SECONDS (a killed writer's leftovers)."""
+    now = time.time()
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - leftover.stat().st_mtime > _STALE_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass  # another process removed it or it is not ours to remove
+
+
+def _write_cache(
+    parsed: _Parsed, fingerprint: list[list[Any]], folder: Path, release: Release, *, verified: bool = False
+) -> Path | None:
     """Write the parse cache atomically to the first writable place; None (with a warning) if none is."""
-    manifest = {"format": CACHE_FORMAT, "release": release.name, "sources": fingerprint}
+    manifest = _cache_manifest(release, fingerprint, verified)
     arrays = {
         "users": parsed.users, "items": parsed.items, "ratings": parsed.ratings, "timestamps": parsed.timestamps,
         "user_ids": parsed.user_ids, "item_ids": parsed.item_ids,
@@ -713,6 +930,7 @@ def _write_cache(parsed: _Parsed, fingerprint: list[list[Any]], folder: Path, re
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(path)
             handle, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(handle, "wb") as out:
                 np.savez(out, **arrays)
@@ -726,14 +944,15 @@ def _write_cache(parsed: _Parsed, fingerprint: list[list[Any]], folder: Path, re
     return None
 
 
-def _read_cache(path: Path, fingerprint: list[list[Any]], release: Release) -> _Parsed | None:
-    """The cached parse at `path` when it exists and matches the source files, else None."""
+def _read_cache(path: Path, fingerprint: list[list[Any]], release: Release, *, verified: bool = False) -> _Parsed | None:
+    """The cached parse at `path` when it exists and matches the source files (and was written
+    after a checksum verification when `verified` is asked for), else None."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
             manifest = json.loads(_array_text(stored["manifest"]))
-            if manifest != {"format": CACHE_FORMAT, "release": release.name, "sources": fingerprint}:
+            if manifest != _cache_manifest(release, fingerprint, verified):
                 return None
             arrays = {key: stored[key] for key in ("user_ids", "item_ids", "users", "items", "ratings", "timestamps")}
             n_items = len(arrays["item_ids"])
@@ -755,8 +974,11 @@ def load_movielens(folder: str | Path, name: str, *, cache: bool | None = None) 
     when the folder is read-only; None uses the release's default (on for everything but
     ml-100k and ml-latest-small). The cache records the size and mtime of the source files and
     is rebuilt when they change; it is read with `allow_pickle=False`.
-    Raises FileNotFoundError when `folder` lacks the release's files, ValueError when they do
-    not parse or hold ratings outside the release's scale.
+    Integrity: a folder with a record (see `verify_release`) has its file sizes checked on
+    every load and its sha256s whenever it is parsed (not on a valid cache hit).
+    Raises FileNotFoundError when `folder` lacks the release's files, `DatasetIntegrityError`
+    (a ValueError) when a file differs from its record, ValueError when they do not parse or
+    hold ratings outside the release's scale.
     """
     release = get_release(name)
     folder = Path(folder).expanduser()
@@ -764,17 +986,22 @@ def load_movielens(folder: str | Path, name: str, *, cache: bool | None = None) 
         expected = " and ".join(_CORE_FILES[release.layout])
         raise FileNotFoundError(f"{folder} does not hold {release.name}: expected {expected} in it")
     use_cache = release.cache_by_default if cache is None else bool(cache)
+    record = _recorded_files(folder, release)
+    if record is not None:
+        _check_record(folder, release, record, full=False)  # sizes: a few stat calls
     parsed = None
     if use_cache:
         fingerprint = _fingerprint(folder, release)
         for path in _cache_paths(folder, release):
-            parsed = _read_cache(path, fingerprint, release)
+            parsed = _read_cache(path, fingerprint, release, verified=record is not None)
             if parsed is not None:
                 break
     if parsed is None:
+        if record is not None:  # parsing anyway: hash the files first (once per process and mtime)
+            _check_record(folder, release, record, full=True)
         parsed = _parse_release(folder, release)
         if use_cache:
-            _write_cache(parsed, fingerprint, folder, release)
+            _write_cache(parsed, fingerprint, folder, release, verified=record is not None)
     catalogue = make_catalogue(parsed.item_ids, parsed.titles, parsed.genres, parsed.items, parsed.ratings, years=parsed.years)
     return Dataset.from_arrays(
         release.name,
