@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import re
@@ -26,7 +25,15 @@ from typing import Any, Sequence, TextIO
 
 from recengine.data import movielens
 from recengine.data.dataset import Dataset
-from recengine.models.base import EpochEvent, Recommender, TrainingError, get_model_class, model_names
+from recengine.models.base import (
+    EpochEvent,
+    Recommender,
+    TrainingError,
+    clip_repr,
+    config_field_docs,
+    get_model_class,
+    model_names,
+)
 from recengine.search import TitleMatch, TitleSearch
 from recengine.store import ModelKey, ModelStore
 
@@ -38,6 +45,8 @@ DEFAULT_MODEL = "mf"
 DEFAULT_SPLIT = "random"
 DEFAULT_SEED = 42
 _TITLE_WIDTH = 60
+#: Largest `recommend --ratings` file read (a profile of every MovieLens movie is far smaller).
+MAX_RATINGS_FILE_BYTES = 1_000_000
 
 
 class UsageError(Exception):
@@ -45,39 +54,12 @@ class UsageError(Exception):
 
 
 # --- hyper-parameter help ---------------------------------------------------------------------
-_FIELD = re.compile(r"^\s*(\w+)\s*:\s*[^=#]+?(?:=\s*[^#]*)?(?:#:\s*(?P<doc>.*))?$")
-
-
-def _field_docs(config_cls: type) -> dict[str, str]:
-    """Field name -> documentation from `#:` comments in the Config's source (above or after a field)."""
-    try:
-        lines = inspect.getsource(config_cls).splitlines()
-    except (OSError, TypeError):
-        return {}
-    docs: dict[str, str] = {}
-    pending: list[str] = []
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("def "):  # fields come before the methods
-            break
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
-            continue
-        found = _FIELD.match(line)
-        if found and not stripped.startswith(("def ", "@", "class ")):
-            doc = " ".join([*pending, found.group("doc") or ""]).strip()
-            if doc:
-                docs[found.group(1)] = doc
-        pending = []
-    return docs
-
-
 def describe_hyper_parameters() -> str:
     """The hyper-parameters of every registered model: name, type, default and meaning."""
     blocks = []
     for name in model_names():
         config_cls = get_model_class(name).Config
-        docs = _field_docs(config_cls)
+        docs = config_field_docs(config_cls)
         rows = []
         for spec in dataclasses.fields(config_cls):
             kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
@@ -169,12 +151,31 @@ def _add_output_options(parser: argparse.ArgumentParser, what: str, *, with_k: b
     parser.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on stdout instead of a table")
 
 
+def _hyper_epilog() -> str:
+    """The hyper-parameter list of the model commands' help (a broken model module must not break --help)."""
+    try:
+        return describe_hyper_parameters()
+    except Exception as error:
+        return f"(hyper-parameters unavailable: {error})"
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser; with `with_hyper` its help ends with the hyper-parameter list, built
+    only when the help is shown (reading every Config's source costs 0.1-0.4 s that the other
+    calls need not pay)."""
+
+    def __init__(self, *args: Any, with_hyper: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.with_hyper = with_hyper
+
+    def format_help(self) -> str:
+        if self.with_hyper and self.epilog is None:
+            self.epilog = _hyper_epilog()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every command (hyper-parameters listed in the model commands' help)."""
-    try:
-        hyper_help = describe_hyper_parameters()
-    except Exception as error:  # a broken model module must not break --help
-        hyper_help = f"(hyper-parameters unavailable: {error})"
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -182,12 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=formatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
 
     def command(name: str, with_hyper: bool = False) -> argparse.ArgumentParser:
         description = textwrap.fill(_DESCRIPTIONS[name], width=88)
-        epilog = hyper_help if with_hyper else None
-        return commands.add_parser(name, help=_SUMMARIES[name], description=description, epilog=epilog, formatter_class=formatter)
+        return commands.add_parser(
+            name, help=_SUMMARIES[name], description=description, formatter_class=formatter, with_hyper=with_hyper
+        )
 
     command("datasets")
 
@@ -224,7 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- output helpers ---------------------------------------------------------------------------------
 def _clip(text: str, width: int = _TITLE_WIDTH) -> str:
+    """A table cell cut to `width` characters (ending in "…")."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _echo(value: Any, width: int = 80) -> str:
+    """User input quoted for an error message: `repr` (control characters escaped), at most
+    `width` characters (ending in "…"). Every message that repeats input uses it."""
+    return clip_repr(value, width)
+
+
+def _echo_path(path: Path | str, width: int = 120) -> str:
+    """A path from the command line for a message: control characters dropped, at most `width`
+    characters, keeping its end (the file name): "…/pytest-7/test0/ratings.json"."""
+    text = _CONTROL.sub("", str(path))
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool] | None = None) -> str:
@@ -282,7 +301,7 @@ def _parse_hyper(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise UsageError(f"--set expects NAME=VALUE (e.g. --set epochs=20), got {pair!r}")
+            raise UsageError(f"--set expects NAME=VALUE (e.g. --set epochs=20), got {_echo(pair)}")
         hyper[name.strip()] = value.strip()
     return hyper
 
@@ -294,6 +313,8 @@ def _store(args: argparse.Namespace) -> ModelStore:
 def _key(store: ModelStore, args: argparse.Namespace) -> ModelKey:
     """The validated ModelKey; also loads the dataset and makes the split so that a missing
     dataset or a split the dataset lacks is reported before any training."""
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     key = store.key(args.dataset, args.model, args.split, args.seed, hyper=_parse_hyper(args.hyper))
     store.split(key.dataset, key.split, key.seed)
     return key
@@ -455,7 +476,7 @@ def _cmd_similar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     match, candidates, ambiguous = _search(store, key.dataset).resolve(args.title)
     if match is None:
         hint = f"; did you mean {_suggest(candidates)}?" if candidates else ""
-        raise UsageError(f"no title in {key.dataset} matches {args.title!r}{hint}")
+        raise UsageError(f"no title in {key.dataset} matches {_echo(args.title)}{hint}")
     model = _model(store, key, err)
     items, scores = model.similar_items(match.item_idx, k)
     ids = dataset.item_map.ids
@@ -484,44 +505,60 @@ def _cmd_similar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _read_ratings_file(path: Path) -> dict[str, Any]:
-    """The JSON object of a ratings file; UsageError saying what is wrong otherwise."""
+    """The JSON object of a ratings file (UTF-8, a byte-order mark allowed, at most
+    `MAX_RATINGS_FILE_BYTES`); UsageError saying what is wrong otherwise."""
     example = '{"Toy Story (1995)": 4.5, "forest gump": 5, "50": 3}'
+    shown = _echo_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read the ratings file {path}: {error}") from None
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_RATINGS_FILE_BYTES + 1)
+        if len(raw) > MAX_RATINGS_FILE_BYTES:
+            raise UsageError(
+                f"the ratings file {shown} is over {MAX_RATINGS_FILE_BYTES:,} bytes; a ratings file lists one "
+                f"person's ratings, e.g. {example}"
+            )
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"cannot read the ratings file {shown}: it is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise UsageError(f"cannot read the ratings file {shown}: {error.strerror or error}") from None
+    except ValueError:  # e.g. a NUL byte in the path
+        raise UsageError(f"--ratings: {_echo(str(path))} is not a usable file name") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         where = f"{error.msg} at line {error.lineno}, column {error.colno}"
-        raise UsageError(f"{path} is not valid JSON ({where}); expected e.g. {example}") from None
+        raise UsageError(f"{shown} is not valid JSON ({where}); expected e.g. {example}") from None
+    except RecursionError:
+        raise UsageError(f"{shown} is not valid JSON for a ratings file (nested too deeply); expected e.g. {example}") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path} must hold a JSON object of ratings like {example}, got a {type(data).__name__}")
+        raise UsageError(f"{shown} must hold a JSON object of ratings like {example}, got a {type(data).__name__}")
     if not data:
-        raise UsageError(f"{path} holds no ratings; expected e.g. {example}")
+        raise UsageError(f"{shown} holds no ratings; expected e.g. {example}")
     return data
 
 
 def _item_of(entry: str, dataset: Dataset, search: TitleSearch, source: Path) -> int:
     """The item index a ratings-file key names: a raw item id (digits) or a title."""
     text = entry.strip()
+    source = _echo_path(source)
     if not text:
         raise UsageError(f"{source} has an empty title; write a title or an item id")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²" passes isdigit() but is no id: it is searched as a title
         raw: Any = int(text) if dataset.item_map.ids.dtype.kind in "iu" else text
         if raw not in dataset.item_map:
             raise UsageError(
-                f"item id {text} in {source} is not a movie of {dataset.name} (keys made of digits are the "
+                f"item id {_clip(text, 40)} in {source} is not a movie of {dataset.name} (keys made of digits are the "
                 "dataset's raw ids, e.g. MovieLens movieId; for a title like 1984 write its year too: \"1984 (1984)\")"
             )
         return dataset.item_map.index_of(raw)
     match, candidates, ambiguous = search.resolve(text)
     if match is None:
         hint = f"the closest are {_suggest(candidates)}" if candidates else "check the spelling or use the item id"
-        raise UsageError(f"unknown title {text!r} in {source}; {hint}")
+        raise UsageError(f"unknown title {_echo(text)} in {source}; {hint}")
     if ambiguous:
         raise UsageError(
-            f"title {text!r} in {source} is ambiguous: it could be {_suggest(candidates)}; "
+            f"title {_echo(text)} in {source} is ambiguous: it could be {_suggest(candidates)}; "
             "write the full title or the item id"
         )
     return match.item_idx
@@ -536,13 +573,13 @@ def _resolve_ratings(data: dict[str, Any], dataset: Dataset, search: TitleSearch
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not is_number or not math.isfinite(value) or not low <= value <= high:
             raise UsageError(
-                f"rating for {entry!r} in {source} must be a number from {low:g} to {high:g} "
-                f"({dataset.name}'s scale), got {value!r}"
+                f"rating for {_echo(entry)} in {_echo_path(source)} must be a number from {low:g} to {high:g} "
+                f"({dataset.name}'s scale), got {_echo(value, 40)}"
             )
         item = _item_of(entry, dataset, search, source)
         if item in named:
             same = dataset.titles([item])[0]
-            raise UsageError(f"{named[item]!r} and {entry!r} in {source} are the same movie ({same}); keep one")
+            raise UsageError(f"{_echo(named[item])} and {_echo(entry)} in {_echo_path(source)} are the same movie ({same}); keep one")
         named[item] = entry
         ratings[item] = float(value)
     return ratings
@@ -650,9 +687,9 @@ def _find_profile(store: Any, name: str, dataset: str | None) -> Any:
     wanted = validate_profile_name(name).lower()
     matches = [p for p in store.list_profiles() if p.name.lower() == wanted]
     if not matches:
-        raise ProfileNotFoundError(f"no profile called {name!r}; see `{PROG} profiles list`")
+        raise ProfileNotFoundError(f"no profile called {_echo(name)}; see `{PROG} profiles list`")
     if len(matches) > 1:
-        raise UsageError(f"profile {name!r} exists on {', '.join(sorted(p.dataset for p in matches))}; pass --dataset")
+        raise UsageError(f"profile {_echo(name)} exists on {', '.join(sorted(p.dataset for p in matches))}; pass --dataset")
     return matches[0]
 
 
@@ -663,9 +700,9 @@ def _dataset_for_profiles(name: str, err: TextIO) -> Dataset | None:
 
     if upload.is_upload(name):
         return upload.load_upload(name)
-    if name not in movielens.dataset_names():
-        known = [*movielens.dataset_names(), *upload.upload_names()]
-        raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}")
+    known = movielens.dataset_names()  # the releases, "synthetic" and the uploads
+    if name not in known:
+        raise UsageError(f"unknown dataset {_echo(name)}; known datasets: {', '.join(known)}")
     try:
         return movielens.load_dataset(name)
     except movielens.DatasetNotFoundError:
@@ -765,6 +802,12 @@ _COMMANDS = {
 }
 
 
+def _safe(error: BaseException) -> str:
+    """An error's message for the terminal: control characters (ESC, CR, NUL, ...) a message may
+    carry from input are dropped; line breaks stay."""
+    return _CONTROL.sub("", str(error))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 failed, 2 bad arguments or input, 130 interrupted)."""
     out, err = sys.stdout, sys.stderr
@@ -776,10 +819,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args, out, err)
     except (UsageError, movielens.DatasetNotFoundError, ValueError) as error:
-        err.write(f"error: {error}\n")
+        err.write(f"error: {_safe(error)}\n")
         return 2
     except (TrainingError, movielens.DownloadError, OSError) as error:
-        err.write(f"error: {error}\n")
+        err.write(f"error: {_safe(error)}\n")
         return 1
     except KeyboardInterrupt:
         err.write("interrupted\n")

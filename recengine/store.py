@@ -12,7 +12,14 @@ same, and a waiter re-reads the folder the winner wrote.
 
 Damage: a folder that fails `Recommender.load` (missing file, checksum mismatch, other format)
 or does not describe the key is reported with `warnings.warn` (and the `recengine.store`
-logger) and treated as missing: it is retrained and replaced, never loaded half-way.
+logger) and treated as missing: it is retrained and replaced, never loaded half-way. A store
+starting up removes the hidden leftovers of saves killed half-way that are over an hour old
+(`sweep_leftovers`).
+
+Uploads: an uploaded dataset can be replaced under the same name (`import --force`), so its keys
+carry a `data_version` (the data file's checksum from the upload manifest) and a model of the
+old ratings is never reused; MovieLens releases and "synthetic" have none, so their folder
+names do not change.
 
 Validation data during training (what `fit(train, valid=...)` receives):
 
@@ -43,6 +50,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import warnings
@@ -66,6 +74,7 @@ from recengine.models.base import (
     EpochCallback,
     EpochEvent,
     Recommender,
+    clip_repr,
     config_from_dict,
     create_model,
     describe_device,
@@ -80,6 +89,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "MODELS_DIR_ENV",
+    "STALE_STAGING_SECONDS",
     "VALIDATION_FRACTION",
     "ArtefactInfo",
     "ModelKey",
@@ -87,6 +97,7 @@ __all__ = [
     "TrainingCancelled",
     "TrainingJob",
     "default_store",
+    "sweep_leftovers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,8 +109,15 @@ VALIDATION_FRACTION = 0.1
 #: k of the ranking metrics written to meta.json.
 EVALUATION_K = 10
 
+#: Hidden leftovers of saves or deletes killed half-way (`.<slug>.<suffix>` folders) older than
+#: this are removed when a store starts; younger ones may belong to a save still running.
+STALE_STAGING_SECONDS = 3600.0
+
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: `.<slug>.<suffix>`: a staging folder of `Recommender.save` (random suffix), the previous folder
+#: it moves aside (`old-<pid>-<ns>`) or a folder `delete` moved aside (`deleted-<pid>-<ns>`).
+_LEFTOVER = re.compile(r"\.[A-Za-z0-9._-]+__[A-Za-z0-9._-]+-s\d+__[A-Za-z0-9._-]+__[0-9a-f]{10}\.[A-Za-z0-9_-]+")
 
 
 class TrainingCancelled(Exception):
@@ -111,8 +129,11 @@ class TrainingCancelled(Exception):
 class ModelKey:
     """What identifies a trained model: dataset, split and its seed, model family, hyper-parameters.
 
-    `config` is the model's frozen Config dataclass (hashable, compared by value). Build keys
-    with `ModelStore.key(...)`, which validates every part.
+    `config` is the model's frozen Config dataclass (hashable, compared by value). `data_version`
+    fingerprints the dataset's content where a name may be reused for other data (an upload
+    replaced with `import --force`: the first 16 hex digits of its data file's SHA-256); it is ""
+    for MovieLens releases and "synthetic", whose content a name fixes. Build keys with
+    `ModelStore.key(...)`, which validates every part.
     """
 
     dataset: str
@@ -120,14 +141,17 @@ class ModelKey:
     seed: int
     model: str
     config: Any
+    data_version: str = ""
 
     def __post_init__(self) -> None:
         for label in ("dataset", "split", "model"):
             value = getattr(self, label)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"ModelKey.{label} must be a non-empty string, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"ModelKey.seed must be an int, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ModelKey.seed must be an int >= 0, got {clip_repr(self.seed)}")
+        if not isinstance(self.data_version, str):
+            raise ValueError(f"ModelKey.data_version must be a string, got {clip_repr(self.data_version)}")
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):
             raise ValueError(f"ModelKey.config must be a model Config dataclass instance, got {self.config!r}")
 
@@ -137,13 +161,13 @@ class ModelKey:
 
     @property
     def digest(self) -> str:
-        """10 hex characters of sha256 over the config values (sorted JSON) and the code version
-        (`recengine.__version__` and `ARTEFACT_FORMAT`): a new version never reads old folders."""
-        payload = json.dumps(
-            {"config": self.config_dict(), "recengine": recengine.__version__, "format": ARTEFACT_FORMAT},
-            sort_keys=True,
-            default=str,
-        )
+        """10 hex characters of sha256 over the config values (sorted JSON), the code version
+        (`recengine.__version__` and `ARTEFACT_FORMAT`: a new version never reads old folders) and
+        the `data_version` when there is one (so keys without one keep their digest)."""
+        parts: dict[str, Any] = {"config": self.config_dict(), "recengine": recengine.__version__, "format": ARTEFACT_FORMAT}
+        if self.data_version:
+            parts["data"] = self.data_version
+        payload = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
     @property
@@ -290,13 +314,54 @@ def _folder_size(path: Path) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
+def _upload_version(name: str) -> str:
+    """The `ModelKey.data_version` of dataset `name`: 16 hex digits of the SHA-256 its upload
+    manifest records for the data file, or "" when `name` is no upload (or its manifest is
+    unreadable: loading it then fails with the upload's own message)."""
+    from recengine.data import upload
+
+    if not upload.is_upload(name):
+        return ""
+    try:
+        manifest = json.loads((upload.uploads_dir() / name / "manifest.json").read_text(encoding="utf-8"))
+        return str(manifest["files"]["ratings.npz"]["sha256"])[:16]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def sweep_leftovers(root: Path, older_than: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove the hidden leftovers of interrupted saves and deletes under `root` (see `_LEFTOVER`)
+    whose last change is more than `older_than` seconds ago; returns the folders removed.
+    Model folders, `.locks` and anything else are never touched; symbolic links are not followed."""
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for path in entries:
+        if not _LEFTOVER.fullmatch(path.name):
+            continue
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or now - info.st_mtime <= older_than:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            logger.info("removed %s, left by an interrupted save or delete", path)
+            removed.append(path)
+    return removed
+
+
 class ModelStore:
     """Trained models by `ModelKey`: in memory, on disk under `root`, trained on demand.
 
     root: artefact folder (default `$RECENGINE_MODELS_DIR`, else `<repo>/models`).
     device: where models are trained and loaded ("auto" | "cpu" | "cuda[:N]"), resolved once.
     datasets: extra datasets by name, each a `Dataset` or a zero-argument loader; other names
-        go to `recengine.data.movielens.load_dataset` (MovieLens releases and "synthetic").
+        go to `recengine.data.movielens.load_dataset` (MovieLens releases, "synthetic" and saved uploads).
     max_background_jobs: background trainings that run at once (others wait as "queued").
 
     Thread-safe: every method may be called from several threads (Streamlit sessions).
@@ -322,6 +387,8 @@ class ModelStore:
         self._locks: dict[Any, threading.Lock] = {}
         self._jobs: list[TrainingJob] = []
         self._job_slots = threading.BoundedSemaphore(max_background_jobs)
+        self._data_versions: dict[str, str] = {}
+        sweep_leftovers(self.root)
 
     def __repr__(self) -> str:
         return f"<ModelStore {self.root} on {self.device} ({len(self._models)} models in memory)>"
@@ -356,7 +423,7 @@ class ModelStore:
                 del self._splits[cached]
 
     def dataset_names(self) -> list[str]:
-        """Names `dataset()` accepts: the registered ones, then the MovieLens releases and "synthetic"."""
+        """Names `dataset()` accepts: the registered ones, then the MovieLens releases, "synthetic" and the uploads."""
         return list(dict.fromkeys([*self._sources, *movielens.dataset_names()]))
 
     def dataset(self, name: str) -> Dataset:
@@ -372,7 +439,10 @@ class ModelStore:
             if cached is None:
                 source = self._sources.get(name)
                 if source is None:
+                    version = _upload_version(name)  # read before the data: a later change is seen by `key`
                     cached = movielens.load_dataset(name)
+                    with self._lock:
+                        self._data_versions[name] = version
                 else:
                     cached = source if isinstance(source, Dataset) else source()
                 if not isinstance(cached, Dataset):
@@ -387,7 +457,7 @@ class ModelStore:
         Raises ValueError for an unknown split or one the dataset lacks (`u1` outside ml-100k).
         """
         if split not in SPLIT_NAMES:
-            raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
+            raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {clip_repr(split)}")
         cache_key = (dataset, split, int(seed))
         cached = self._splits.get(cache_key)
         if cached is not None:
@@ -420,14 +490,25 @@ class ModelStore:
         """
         known = self.dataset_names()
         if dataset not in known:
-            raise ValueError(f"dataset must be one of {known}, got {dataset!r}")
+            raise ValueError(f"dataset must be one of {known}, got {clip_repr(dataset)}")
         if split not in SPLIT_NAMES:
-            raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+            raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {clip_repr(split)}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0 (the split's seed), got {clip_repr(seed)}")
         values = {**dict(hyper or {}), **more_hyper}
         config = config_from_dict(get_model_class(model).Config, values)
-        return ModelKey(dataset, split, int(seed), model, config)
+        version = "" if dataset in self._sources else _upload_version(dataset)
+        self._forget_if_changed(dataset, version)
+        return ModelKey(dataset, split, int(seed), model, config, version)
+
+    def _forget_if_changed(self, dataset: str, version: str) -> None:
+        """Drop the dataset and its splits from memory when its content changed since they were
+        loaded (an upload replaced under the same name), so the next use reads the new data."""
+        with self._lock:
+            if dataset in self._datasets and self._data_versions.get(dataset, "") != version:
+                self._datasets.pop(dataset, None)
+                for cached in [k for k in self._splits if k[0] == dataset]:
+                    del self._splits[cached]
 
     def path(self, key: ModelKey) -> Path:
         """Folder of the key's artefact (it may not exist)."""
@@ -461,6 +542,8 @@ class ModelStore:
             meta = Recommender.read_meta(path)
             model = Recommender.load(path, device=self.device)
             expected = {"dataset": key.dataset, "split": key.split, "seed": key.seed, "model": key.model}
+            if key.data_version:
+                expected["data_version"] = key.data_version
             found = {name: meta.get(name) for name in expected}
             if found != expected or model.name != key.model or model.config != key.config:
                 raise ArtefactError(f"{path}: describes {found} with config {model.config}, not {expected} with {key.config}")
@@ -534,6 +617,7 @@ class ModelStore:
             "seed": key.seed,
             "model": key.model,
             "config": key.config_dict(),
+            **({"data_version": key.data_version} if key.data_version else {}),
             "slug": key.slug,
             "metrics": metrics,
             "fit_seconds": fit_seconds,

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import require_release
-from recengine.cli import _field_docs, describe_hyper_parameters, format_table, main
+from recengine.cli import describe_hyper_parameters, format_table, main
 from recengine.data import movielens
+from recengine.models.base import config_field_docs
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MF = ["--set", "epochs=2", "--set", "embedding_dim=4", "--set", "batch_size=4096"]
@@ -71,7 +72,7 @@ def test_model_commands_explain_every_option_and_list_hyper_parameters(capsys, c
 
     assert "hyper-parameters per model" in out and "  mf (MFConfig):" in out
     assert f"embedding_dim={MFConfig().embedding_dim} " in out
-    docs = _field_docs(MFConfig)
+    docs = config_field_docs(MFConfig)
     assert "embedding_dim" in docs and "epochs" in docs
     for doc in docs.values():
         assert doc in out
@@ -91,8 +92,41 @@ class _DocumentedConfig:
         value: int = 3  #: not a field (inside a method)
 
 
+@dataclass(frozen=True)
+class _DocumentedChild(_DocumentedConfig):
+    rate: float = 0.2  # a plain comment: the base's doc stays
+    #: A field of the child.
+    extra: bool = False  #: Trailing part.
+
+
 def test_field_docs_read_comments_above_and_after_fields():
-    assert _field_docs(_DocumentedConfig) == {"dim": "Size of the vectors. Second line.", "rate": "Step size."}
+    assert config_field_docs(_DocumentedConfig) == {"dim": "Size of the vectors. Second line.", "rate": "Step size."}
+    assert config_field_docs(_DocumentedChild) == {
+        "dim": "Size of the vectors. Second line.", "rate": "Step size.", "extra": "A field of the child. Trailing part.",
+    }  # fmt: skip
+    config_field_docs(_DocumentedChild)["dim"] = "changed"  # the cached docs are not the caller's dict
+    assert config_field_docs(_DocumentedChild)["dim"] == "Size of the vectors. Second line."
+
+
+def test_the_cli_and_the_app_form_read_the_same_docs():
+    from ui.config_form import field_docs
+
+    from recengine.models.base import get_model_class, model_names
+
+    for name in model_names():
+        config = get_model_class(name).Config
+        assert field_docs(config) == config_field_docs(config)
+
+
+def test_the_hyper_parameter_list_is_built_only_for_help(capsys, monkeypatch):
+    import recengine.cli
+
+    calls = []
+    monkeypatch.setattr(recengine.cli, "describe_hyper_parameters", lambda: calls.append(1) or "HYPER-LIST")
+    code, _, err = run(capsys, "train", "--dataset", "no-such-dataset")
+    assert code == 2 and "no-such-dataset" in err and calls == []
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and out.rstrip().endswith("HYPER-LIST") and calls == [1]
 
 
 def test_hyper_parameter_list_covers_every_field_of_every_model():
@@ -211,6 +245,45 @@ def test_evaluate_table(capsys, models_dir):
 def test_train_json_and_force(capsys, models_dir):
     code, out, err = run(capsys, "train", *synthetic_args(models_dir, "--json", "--force"))
     assert code == 0 and "epoch 2/2" in err and set(json.loads(out)) == EVALUATE_KEYS
+
+
+# --- an uploaded dataset, found by name like a release --------------------------------------------------
+def _ratings_csv(path: Path, seed: int) -> Path:
+    """20 users x 12 items, 120 ratings (1-5): enough for a random split and a tiny MF."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pairs = rng.choice(20 * 12, size=120, replace=False)
+    rows = [f"{u + 1},{i + 1},{r}" for u, i, r in zip(pairs // 12, pairs % 12, rng.integers(1, 6, size=120))]
+    path.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_an_upload_trains_evaluates_and_is_retrained_when_replaced(capsys, tmp_path):
+    models_dir = tmp_path / "models"
+    upload_args = ["--dataset", "my-upload", "--set", "epochs=1", "--set", "embedding_dim=4", "--models-dir", str(models_dir)]
+    code, _, err = run(capsys, "import", str(_ratings_csv(tmp_path / "a.csv", seed=1)), "--name", "my-upload")
+    assert code == 0, err
+    code, out, _ = run(capsys, "datasets")
+    assert code == 0 and any(line.split()[0] == "my-upload" for line in out.splitlines()[2:])
+
+    code, out, err = run(capsys, "train", *upload_args)
+    assert code == 0, err
+    assert "mf on my-upload (random split, seed 42): trained in" in out
+    [first] = [path for path in models_dir.iterdir() if not path.name.startswith(".")]
+    code, out, err = run(capsys, "evaluate", *upload_args, "--json")
+    assert code == 0 and err == "", err  # the saved model, no training
+    assert json.loads(out)["rmse"] == pytest.approx(json.loads((first / "meta.json").read_text())["metrics"]["rmse"])
+
+    code, _, err = run(capsys, "import", str(_ratings_csv(tmp_path / "b.csv", seed=2)), "--name", "my-upload", "--force")
+    assert code == 0, err
+    code, out, err = run(capsys, "train", *upload_args)
+    assert code == 0, err
+    assert "trained in" in out and "epoch 1/1" in err  # not the model of the old ratings
+    folders = sorted(path.name for path in models_dir.iterdir() if not path.name.startswith("."))
+    assert len(folders) == 2 and first.name in folders  # the old folder is left alone, never reused
+    code, out, _ = run(capsys, "train", *upload_args)
+    assert code == 0 and "reused the saved model" in out
 
 
 # --- similar ---------------------------------------------------------------------------------------

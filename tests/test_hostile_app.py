@@ -156,12 +156,6 @@ def test_the_form_refuses_hostile_numbers_plainly(monitor, field, value, named):
     assert started == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG recengine/models/mf.py MFConfig.__post_init__ (no upper bounds; same as the command line's "
-    "embedding_dim/epochs=2**63): the form accepts embedding_dim = 2**53 - 1 (the largest a number box holds) and "
-    "starts a training that dies in torch's allocator. Proposed fix: bound embedding_dim/epochs/batch_size in the Config.",
-)
 def test_the_form_refuses_an_absurd_embedding_size(monitor):
     at, started = monitor
     at.number_input(key="monitor-mf-embedding_dim").set_value(2**53 - 1)
@@ -214,3 +208,17 @@ def test_a_damaged_release_is_explained_with_the_fix(app, monkeypatch, tmp_path)
     assert at.error[0].value.startswith("**A file of ml-100k is damaged or altered,**")
     details = at.code[0].value
     assert str(ratings) in details and "truncated" in details and "python -m recengine download ml-100k --force" in details
+
+
+def test_an_upload_named_in_the_url_is_opened(app, tmp_path):
+    from recengine.data.upload import import_upload
+
+    rows = [f"{u},{i},{1 + (u * i) % 5}" for u in range(1, 16) for i in range(1, 11) if (u + i) % 3]
+    (tmp_path / "mine.csv").write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    import_upload(tmp_path / "mine.csv", "my-upload")
+    at = app()
+    at.query_params["dataset"] = "my-upload"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["dataset"] == "my-upload"

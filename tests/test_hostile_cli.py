@@ -6,7 +6,7 @@ errors add its usage lines above), no traceback, no raw control characters echoe
 terminal, and nothing on stdout that could pass for a result. Bad input is refused before
 any training: `recengine.cli._model` is replaced so that reaching it fails the test.
 
-Known bugs in files this suite does not own are `xfail(strict=True)` with the bug described.
+A known bug in a file this suite does not own is marked `xfail(strict=True)` with the bug described.
 """
 
 from __future__ import annotations
@@ -132,15 +132,6 @@ def test_similar_refuses_hostile_titles(capsys, models_dir, never_train, text):
     assert "title" in err
 
 
-_ECHOES_EVERYTHING = pytest.mark.xfail(
-    strict=True,
-    reason="BUG recengine/cli.py (_cmd_similar 'no title in ... matches {args.title!r}', _item_of 'unknown title "
-    "{text!r}', _resolve_ratings 'rating for {entry!r}', and config_from_dict's / store.key's 'got {value!r}'): "
-    "user text is echoed whole, so a 10,000-character argument gives a 10,000-character error line. "
-    "Proposed fix: echo at most ~80 characters (`_clip(repr(text), 80)`) in every message built from input.",
-)
-
-
 @pytest.mark.parametrize(
     "argv",
     [
@@ -150,7 +141,6 @@ _ECHOES_EVERYTHING = pytest.mark.xfail(
         pytest.param(["train", "--dataset", "synthetic", "--set", "epochs=" + "x" * 10_000], id="hyper-value"),
     ],
 )
-@_ECHOES_EVERYTHING
 def test_long_input_is_not_echoed_in_full(capsys, models_dir, never_train, tmp_path, argv):
     file = ratings_file(tmp_path, json.dumps({"x" * 10_000: 4}))
     expanded: list[str] = []
@@ -187,19 +177,10 @@ def test_recommend_refuses_malformed_files(capsys, models_dir, never_train, tmp_
     assert_refused(code, out, err, fragment)
 
 
-_DEEP_JSON = pytest.mark.xfail(
-    strict=True,
-    reason="BUG recengine/cli.py _read_ratings_file (json.loads catches only JSONDecodeError): a deeply nested "
-    "file ('[' * 100000) raises RecursionError, which escapes main() as a traceback. Proposed fix: catch "
-    "RecursionError next to JSONDecodeError (and refuse files over ~1 MB before parsing).",
-)
-
-
 @pytest.mark.parametrize(
     "content",
     [pytest.param("[" * 100_000 + "]" * 100_000, id="deep-list"), pytest.param('{"a":' * 50_000 + "1" + "}" * 50_000, id="deep-object")],
 )
-@_DEEP_JSON
 def test_recommend_refuses_deeply_nested_json(capsys, models_dir, never_train, tmp_path, content):
     try:
         code, out, err = run(capsys, "recommend", "--ratings", str(ratings_file(tmp_path, content)), *model_args(models_dir))
@@ -239,12 +220,6 @@ def test_recommend_refuses_unknown_numeric_ids(capsys, models_dir, never_train, 
     assert_refused(code, out, err, "is not a movie of synthetic")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG recengine/cli.py _item_of (`text.isdigit()` then `int(text)`): '²' and other non-ASCII digits pass "
-    "isdigit() but int() refuses them, so the message is Python's \"invalid literal for int() with base 10: '²'\". "
-    "Proposed fix: treat a key as an id only when `text.isascii() and text.isdigit()`; otherwise search it as a title.",
-)
 def test_recommend_superscript_digits_get_a_clear_message(capsys, models_dir, never_train, tmp_path):
     code, out, err = run(capsys, "recommend", "--ratings", str(ratings_file(tmp_path, '{"\u00b2": 4}')), *model_args(models_dir))
     assert_refused(code, out, err)
@@ -258,12 +233,7 @@ def test_recommend_superscript_digits_get_a_clear_message(capsys, models_dir, ne
         pytest.param("{tmp}/missing.json", id="missing"),
         pytest.param("", id="empty"),
         pytest.param("../../etc/passwd", id="path-traversal"),
-        pytest.param("\x00", id="nul", marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG recengine/cli.py _read_ratings_file catches (OSError, UnicodeDecodeError) only: a path with "
-            "a NUL byte raises ValueError('embedded null byte'), reported as just 'error: embedded null byte' "
-            "without naming --ratings. Proposed fix: catch ValueError there too.",
-        )),
+        pytest.param("\x00", id="nul"),
     ],
 )  # fmt: skip
 def test_recommend_refuses_hostile_ratings_paths(capsys, models_dir, never_train, tmp_path, path):
@@ -303,34 +273,16 @@ def test_a_huge_k_lists_every_movie(capsys, models_dir):
 @pytest.mark.parametrize("text", NOT_A_SEED.values(), ids=NOT_A_SEED.keys())
 def test_hostile_seeds_are_refused(capsys, models_dir, never_train, text):
     code, out, err = run(capsys, "train", *model_args(models_dir), f"--seed={text}")
-    if text == "-1":
-        pytest.xfail(
-            "BUG recengine/store.py ModelStore.key (checks only that seed is an int): --seed -1 reaches "
-            "np.random.default_rng and the message is numpy's 'error: expected non-negative integer', which names "
-            "no option. Proposed fix: refuse seed < 0 in store.key with 'seed must be a non-negative integer, got -1'."
-        )
     assert_refused(code, out, err, "--seed")
-
-
-_ABSURD_SIZES = pytest.mark.xfail(
-    strict=True,
-    reason="BUG recengine/models/base.py config_from_dict (int fields parsed through float(), line ~196) and "
-    "MFConfig.__post_init__ (no upper bounds): epochs/embedding_dim of 1e308 or 2**63 are accepted, so the run "
-    "either never ends or dies in torch's allocator with a RuntimeError traceback (CLI) — tried: "
-    "`train --set embedding_dim=100000000` prints a 400 GB allocation traceback. Proposed fix: parse int strings "
-    "with int(value) and bound sizes in each Config (e.g. embedding_dim <= 4096, epochs <= 10000, "
-    "batch_size <= 2**24) with a ValueError naming the limit.",
-)
 
 
 def _hyper_cases():
     for field in ("epochs", "embedding_dim", "learning_rate", "optimizer", "use_sigmoid_range"):
         for name, text in HOSTILE_TEXT.items():
-            absurd = field in ("epochs", "embedding_dim") and name in ("huge-float", "huge-int")
             legal = (field, name) in {("use_sigmoid_range", "empty")} or (field == "learning_rate" and name in ("huge-float", "huge-int"))
             if legal:
                 continue  # a legal value: the Config accepts it and training decides
-            yield pytest.param(field, text, id=f"{field}-{name}", marks=[_ABSURD_SIZES] if absurd else [])
+            yield pytest.param(field, text, id=f"{field}-{name}")
 
 
 @pytest.mark.parametrize(("field", "text"), list(_hyper_cases()))
@@ -344,3 +296,47 @@ def test_hostile_set_syntax_and_names_are_refused(capsys, models_dir, never_trai
     code, out, err = run(capsys, "train", "--dataset", "synthetic", "--models-dir", str(models_dir), "--set", pair)
     assert_refused(code, out, err)
     assert "--set expects NAME=VALUE" in err or "unknown hyper-parameter" in err
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("100000000", "embedding_dim must be an integer from 1 to 4,096, got 100000000"),
+        ("1e308", "hyper-parameter embedding_dim must be int, got '1e308'"),
+        ("4097", "embedding_dim must be an integer from 1 to 4,096"),
+    ],
+)
+def test_absurd_sizes_are_refused_naming_the_limit(capsys, models_dir, never_train, value, fragment):
+    code, out, err = run(capsys, "train", "--dataset", "synthetic", "--models-dir", str(models_dir), "--set", f"embedding_dim={value}")
+    assert_refused(code, out, err, fragment)
+
+
+def test_epochs_beyond_the_limit_are_refused(capsys, models_dir, never_train):
+    code, out, err = run(capsys, "train", "--dataset", "synthetic", "--models-dir", str(models_dir), "--set", "epochs=10001")
+    assert_refused(code, out, err, "epochs must be an integer from 1 to 10,000, got 10001")
+
+
+def test_a_negative_seed_names_the_option(capsys, models_dir, never_train):
+    code, out, err = run(capsys, "train", *model_args(models_dir), "--seed=-1")
+    assert_refused(code, out, err, "--seed must be a non-negative integer, got -1")
+
+
+def test_a_ratings_file_over_a_megabyte_is_refused_unread(capsys, models_dir, never_train, tmp_path, monkeypatch):
+    path = ratings_file(tmp_path, '{"Synthetic Movie 1 (1996)": 4' + " " * 1_000_000 + "}")
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("a file over the limit was parsed"))
+    code, out, err = run(capsys, "recommend", "--ratings", str(path), *model_args(models_dir))
+    assert_refused(code, out, err, "over 1,000,000 bytes")
+
+
+def test_a_ratings_file_with_a_utf8_byte_order_mark_is_read(capsys, models_dir, tmp_path, a_title):
+    path = ratings_file(tmp_path, "\ufeff" + json.dumps({a_title: 5}))
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    code, out, err = run(capsys, "recommend", "--ratings", str(path), *model_args(models_dir), "--json", "-k", "3")
+    assert code == 0, err
+    assert len(json.loads(out)["items"]) == 3
+
+
+def test_a_hostile_ratings_path_is_echoed_without_control_characters(capsys, models_dir, never_train, tmp_path):
+    code, out, err = run(capsys, "recommend", "--ratings", str(tmp_path / ("\x1b[31m" + "y" * 5000)), *model_args(models_dir))
+    assert_refused(code, out, err, "cannot read the ratings file")
+    assert len(err) <= MAX_MESSAGE

@@ -188,12 +188,6 @@ def test_a_weights_symlink_pointing_elsewhere_is_refused(models, tmp_path, caplo
     assert not (folder / "weights.pt").is_symlink() and elsewhere.read_bytes() == b"\x00" * 64  # never written through
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG recengine/models/base.py:466-473 (Recommender.load): symlinks inside an artefact folder are "
-    "followed; a weights.pt symlinked to a file outside models/ with the right content loads. Proposed fix: "
-    "refuse any member that `is_symlink()` (and a folder that is one) with ArtefactError before hashing.",
-)
 def test_a_symlink_to_identical_content_outside_the_folder_is_still_refused(models, tmp_path):
     _, folder = models
     outside = tmp_path / "outside.pt"
@@ -204,24 +198,13 @@ def test_a_symlink_to_identical_content_outside_the_folder_is_still_refused(mode
         Recommender.load(folder, device="cpu")
 
 
-_META_NOT_AN_OBJECT = pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG recengine/models/base.py:454 and :467-472 (read_meta / load): meta.json that is valid JSON but "
-    "not an object ([]), or whose sha256 is not an object, raises AttributeError ('list' object has no attribute "
-    "'get'), which escapes the store's `except ArtefactError` (store.py:462): the store crashes instead of "
-    "retraining, and the command line prints a traceback. Proposed fix: in read_meta, raise ArtefactError unless "
-    "the JSON is a dict; in load, unless meta['sha256'] is a dict of str.",
-)
-
-
 @pytest.mark.parametrize(
     "meta_text",
     [
         "",
         "{not json",
-        pytest.param("[]", marks=_META_NOT_AN_OBJECT),
-        pytest.param('{"sha256": "abc"}', marks=_META_NOT_AN_OBJECT),
+        "[]",
+        '{"sha256": "abc"}',
         "\x00" * 32,
     ],
     ids=["empty", "broken", "list", "bad-sha", "nul"],
@@ -235,6 +218,51 @@ def test_unreadable_meta_json_is_reported_and_retrained(models, caplog, meta_tex
         assert store.get(key) is None
         assert store.get_or_train(key).is_fitted
     assert any("meta.json" in str(w.message) and "retrained" in str(w.message) for w in caught), caught
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["config-not-an-object", "unknown-family", "history-not-a-list", "history-entry-missing-keys", "sha256-of-numbers"],
+)
+def test_well_formed_json_of_the_wrong_shape_is_an_artefact_error(models, damage):
+    """Valid JSON with checksums that match (resealed) but the wrong structure never escapes as
+    AttributeError/KeyError/ValueError: the store catches ArtefactError only."""
+    store, folder = models
+    if damage == "config-not-an-object":
+        (folder / "config.json").write_text("[1, 2]")
+    elif damage == "unknown-family":
+        header = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**header, "model": "x" * 5000}))
+    reseal(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    if damage == "history-not-a-list":
+        meta["history"] = 5
+    elif damage == "history-entry-missing-keys":
+        meta["history"] = [{"epoch": 1}]
+    elif damage == "sha256-of-numbers":
+        meta["sha256"] = {name: 1 for name in meta["sha256"]}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtefactError) as caught:
+        Recommender.load(folder, device="cpu")
+    assert len(str(caught.value)) < 400 + len(str(folder))
+    with pytest.warns(RuntimeWarning, match="retrained"):
+        assert store.get(store.key("tiny", "mf", hyper=TINY_MF)) is None
+
+
+def test_a_symlinked_artefact_folder_or_meta_json_is_refused(models, tmp_path):
+    _, folder = models
+    real = tmp_path / "real-folder"
+    shutil.copytree(folder, real)
+    shutil.rmtree(folder)
+    folder.symlink_to(real, target_is_directory=True)
+    with pytest.raises(ArtefactError, match="symbolic link"):
+        Recommender.load(folder, device="cpu")
+    folder.unlink()
+    shutil.copytree(real, folder)
+    (folder / "meta.json").unlink()
+    (folder / "meta.json").symlink_to(real / "meta.json")
+    with pytest.raises(ArtefactError, match="meta.json is a symbolic link"):
+        Recommender.load(folder, device="cpu")
 
 
 def test_config_json_claiming_another_family_is_refused(models, caplog):
@@ -325,6 +353,14 @@ def test_a_save_killed_mid_write_leaves_the_previous_artefact(models, good_artef
     np.testing.assert_array_equal(model.predict(np.arange(12) % 12, np.arange(12) % 8), good_artefact[2])
     # the half-built staging folder stays (hidden) and is never listed as a model
     assert [info.path for info in store.artefacts()] == [folder]
+    # ... until a store starts when it is over an hour old: then it is swept
+    [staging] = [path for path in folder.parent.iterdir() if path.name.startswith(f".{folder.name}.")]
+    fresh_store(folder.parent)
+    assert staging.is_dir()  # too young: a save may still be writing it
+    an_hour_ago = time.time() - 3700
+    os.utime(staging, (an_hour_ago, an_hour_ago))
+    fresh_store(folder.parent)
+    assert not staging.exists() and (folder / "meta.json").is_file()
 
 
 # --- release files against their record -----------------------------------------------------------

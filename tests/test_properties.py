@@ -11,7 +11,10 @@ and sorted, clean search results for any short text (tests/test_search.py). Here
   same ratings (checked against a plain line-by-line reference parser), titles included;
 - splits: the same seed gives the same split, by-user splits never share a user;
 - fold-in (MF): any small valid ratings dict gives a finite vector and predictions inside the
-  model's range, independent of the dict's order.
+  model's range, independent of the dict's order;
+- hyper-parameters: any text for any MF field gives a config or one short ValueError (never
+  another exception, never a value past the field's bound); any whole number written as text
+  parses exactly (no float rounding).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from hypothesis import strategies as st
 from recengine.data.dataset import Dataset, IdMap
 from recengine.data.movielens import load_movielens
 from recengine.data.splits import split_by_user, split_random
+from recengine.models.base import MAX_EMBEDDING_DIM, MAX_EPOCHS, config_from_dict
 from recengine.models.mf import MatrixFactorization, MFConfig
 from recengine.search import TitleSearch, normalize_title
 
@@ -223,3 +227,30 @@ def test_mf_fold_in_is_finite_in_range_and_order_free(tiny_mf, ratings, reverse_
     np.testing.assert_allclose(tiny_mf.fold_in(dict(shuffled)), vector, rtol=1e-5, atol=1e-6)
     items, _ = tiny_mf.recommend_for(ratings, k=5)
     assert not set(items.tolist()) & set(ratings) and len(items) == min(5, 20 - len(ratings))
+
+
+# --- hyper-parameters ---------------------------------------------------------------------------------------
+MF_FIELDS = sorted(MFConfig.__dataclass_fields__)
+
+
+@FAST
+@given(field=st.sampled_from(MF_FIELDS), text=st.one_of(st.text(max_size=40), st.integers().map(str), st.floats().map(str)))
+def test_any_text_for_any_field_is_a_config_or_one_short_value_error(field, text):
+    try:
+        config = config_from_dict(MFConfig, {field: text})
+    except ValueError as error:
+        message = str(error)
+        assert field in message and len(message) < 300 and not set(message) & {"\x00", "\x1b", "\r"}
+        return
+    assert 1 <= config.embedding_dim <= MAX_EMBEDDING_DIM and 1 <= config.epochs <= MAX_EPOCHS
+
+
+@FAST
+@given(value=st.integers(-(2**80), 2**80))
+def test_whole_numbers_as_text_parse_exactly(value):
+    try:
+        config = config_from_dict(MFConfig, {"seed": str(value)})
+    except ValueError as error:
+        assert not 0 <= value < 2**63 and "seed must be an integer from 0 to" in str(error)
+        return
+    assert config.seed == value

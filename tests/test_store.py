@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -466,3 +467,117 @@ def test_real_mf_round_trip_through_the_store(tmp_path):
     users, items = np.repeat(np.arange(40), 30), np.tile(np.arange(30), 40)
     np.testing.assert_array_equal(loaded.predict(users, items), model.predict(users, items))
     assert np.isfinite(fresh.metrics(key)["rmse"])
+
+
+# --- hostile keys, leftovers of killed saves, uploads replaced under the same name ------------------
+def test_negative_and_huge_seeds(store):
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0 \(the split's seed\), got -1"):
+        store.key("tiny", "fake-mean", seed=-1)
+    with pytest.raises(ValueError, match="ModelKey.seed must be an int >= 0"):
+        ModelKey("tiny", "random", -1, "fake-mean", FakeConfig())
+    assert store.key("tiny", "fake-mean", seed=2**63).seed == 2**63  # a split seed has no upper bound
+
+
+def test_long_input_is_quoted_clipped_in_key_errors(store):
+    for kwargs in ({"dataset": "x" * 10_000}, {"split": "x" * 10_000}, {"model": "x" * 10_000}, {"epochs": "x" * 10_000}):
+        arguments = {"dataset": "tiny", "model": "fake-mean", **kwargs}
+        with pytest.raises(ValueError) as caught:
+            store.key(**arguments)
+        message = str(caught.value)
+        assert "x" * 78 + "…" in message and "x" * 80 not in message, message[:200]
+
+
+def test_keys_without_a_data_version_keep_their_digest(store):
+    """Artefacts saved before data versions existed keep their folder names."""
+    import hashlib
+
+    key = store.key("tiny", "fake-mean", epochs=2)
+    assert key.data_version == ""
+    payload = json.dumps(
+        {"config": dataclasses.asdict(key.config), "recengine": recengine.__version__, "format": base.ARTEFACT_FORMAT},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    assert key.digest == hashlib.sha256(payload.encode()).hexdigest()[:10]
+    versioned = dataclasses.replace(key, data_version="0123456789abcdef")
+    assert versioned != key and versioned.digest != key.digest
+    assert versioned.slug.rsplit("__", 1)[0] == key.slug.rsplit("__", 1)[0]
+
+
+def _leftover(root, name: str, age_seconds: float):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "weights.pt").write_bytes(b"half")
+    stamp = time.time() - age_seconds
+    os.utime(folder, (stamp, stamp))
+    return folder
+
+
+def test_a_new_store_sweeps_leftovers_of_killed_saves_older_than_an_hour(tmp_path, tiny):
+    from recengine.store import STALE_STAGING_SECONDS
+
+    root = tmp_path / "models"
+    slug = "tiny__random-s42__fake-mean__0123456789"
+    old = [
+        _leftover(root, f".{slug}.k3x_9abc", STALE_STAGING_SECONDS + 60),  # Recommender.save's staging folder
+        _leftover(root, f".{slug}.old-123-456", STALE_STAGING_SECONDS + 60),  # the folder a save moved aside
+        _leftover(root, f".{slug}.deleted-123-456", 2 * STALE_STAGING_SECONDS),  # ModelStore.delete's trash
+    ]
+    young = _leftover(root, f".{slug}.a1b2c3d4", 60)  # a save that may still be running
+    kept = [
+        young,
+        _leftover(root, ".locks", 10 * STALE_STAGING_SECONDS),
+        _leftover(root, slug, 10 * STALE_STAGING_SECONDS),  # a model folder, however old
+        _leftover(root, ".something-else.k3x_9abc", 10 * STALE_STAGING_SECONDS),  # not a slug: not ours
+    ]
+    outside = _leftover(tmp_path, "outside", 0)
+    (root / f".{slug}.linkdir1").symlink_to(outside, target_is_directory=True)
+    os.utime(root / f".{slug}.linkdir1", (0, 0), follow_symlinks=False)
+
+    ModelStore(root, device="cpu", datasets={"tiny": tiny})
+    assert [path.exists() for path in old] == [False, False, False]
+    assert all(path.exists() for path in kept)
+    assert (root / f".{slug}.linkdir1").is_symlink() and (outside / "weights.pt").exists()  # links are not followed
+    ModelStore(tmp_path / "not-there-yet", device="cpu")  # a missing root is fine
+
+
+def _write_upload(tmp_path, name: str, seed: int) -> None:
+    from recengine.data.upload import import_upload
+
+    rng = np.random.default_rng(seed)
+    pairs = rng.choice(15 * 10, size=90, replace=False)
+    rows = [f"{u + 1},{i + 1},{r}" for u, i, r in zip(pairs // 10, pairs % 10, rng.integers(1, 6, size=90))]
+    source = tmp_path / f"{name}-{seed}.csv"
+    source.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    import_upload(source, name, overwrite=True)
+
+
+def test_an_upload_replaced_under_the_same_name_gets_new_keys_and_data(tmp_path):
+    from recengine.data import upload
+
+    _write_upload(tmp_path, "mine", seed=1)
+    store = ModelStore(tmp_path / "models", device="cpu")
+    assert "mine" in store.dataset_names()
+    first = store.key("mine", "fake-mean", epochs=1)
+    manifest = json.loads((upload.uploads_dir() / "mine" / "manifest.json").read_text())
+    assert first.data_version == manifest["files"]["ratings.npz"]["sha256"][:16]
+    model = store.get_or_train(first)
+    assert store.meta(first)["data_version"] == first.data_version
+    old_ratings = store.dataset("mine").ratings.copy()
+    assert store.key("mine", "fake-mean", epochs=1) == first  # same content, same key: reused
+    assert store.get_or_train(store.key("mine", "fake-mean", epochs=1)) is model
+
+    _write_upload(tmp_path, "mine", seed=2)  # `import --force` with other ratings
+    second = store.key("mine", "fake-mean", epochs=1)
+    assert second.data_version != first.data_version and second.slug != first.slug
+    fresh = store.dataset("mine")  # the store read the new content, not its cached copy
+    assert not np.array_equal(fresh.ratings, old_ratings)
+    assert store.get(second) is None
+    retrained = store.get_or_train(second)
+    assert retrained is not model and len(FakeMean.fits) == 2
+    np.testing.assert_allclose(retrained.means.numpy(), _item_means(store.split("mine", "random", 42).train))
+
+
+def _item_means(train: Dataset) -> np.ndarray:
+    sums = np.bincount(train.items, weights=train.ratings, minlength=train.n_items)
+    counts = np.bincount(train.items, minlength=train.n_items)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 3.0).astype(np.float32)

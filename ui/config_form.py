@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import math
 import re
 import sys
@@ -19,35 +18,16 @@ from typing import Any, Mapping
 
 import streamlit as st
 
-_DOC_COMMENT = re.compile(r"^\s*#:\s?(?P<text>.*)$")
-_FIELD_LINE = re.compile(r"^\s*(?P<name>[A-Za-z_]\w*)\s*:")
+from recengine.models.base import config_field_docs
+
 _ONE_OF = re.compile(r"\b[Oo]ne of (?P<name>[A-Za-z_][\w.]*[A-Za-z_])")
 _QUOTED = re.compile(r'"([^"\s]+)"')
 
 
 def field_docs(config_cls: type) -> dict[str, str]:
-    """{field name: text of the `#:` comment lines just above it} from the source of the
-    dataclass and of its dataclass bases (a subclass's comment wins); fields whose source is
-    unavailable have none."""
-    docs: dict[str, str] = {}
-    for cls in reversed(config_cls.__mro__):
-        if not dataclasses.is_dataclass(cls):
-            continue
-        try:
-            lines = inspect.getsource(cls).splitlines()
-        except (OSError, TypeError):
-            continue
-        pending: list[str] = []
-        for line in lines:
-            comment = _DOC_COMMENT.match(line)
-            if comment:
-                pending.append(comment.group("text").strip())
-                continue
-            field_line = _FIELD_LINE.match(line)
-            if field_line and pending:
-                docs[field_line.group("name")] = " ".join(pending)
-            pending = []
-    return docs
+    """{field name: text of its `#:` doc comment} of the dataclass and its dataclass bases (a
+    subclass's comment wins); the library's parser (`config_field_docs`), shared with the CLI."""
+    return config_field_docs(config_cls)
 
 
 def field_choices(config_cls: type, doc: str | None, default: object) -> tuple[str, ...] | None:

@@ -313,8 +313,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def dataset_names() -> list[str]:
-    """Every name `load_dataset` accepts: the MovieLens releases, then "synthetic"."""
-    return [*RELEASES, SYNTHETIC]
+    """Every name `load_dataset` accepts: the MovieLens releases, "synthetic", then the saved
+    uploads (`recengine.data.upload`, sorted by name)."""
+    from recengine.data import upload
+
+    return [*RELEASES, SYNTHETIC, *upload.upload_names()]
 
 
 def get_release(name: str) -> Release:
@@ -326,7 +329,8 @@ def get_release(name: str) -> Release:
     for release in RELEASES.values():
         if key in (release.name, release.folder.lower()):
             return release
-    raise ValueError(f"unknown MovieLens release {name!r}; known datasets: {', '.join(dataset_names())}")
+    shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:79] + "…"  # input is echoed clipped
+    raise ValueError(f"unknown MovieLens release {shown}; known datasets: {', '.join(dataset_names())}")
 
 
 def cache_dir() -> Path:
@@ -1024,7 +1028,8 @@ def load_dataset(
     progress: ProgressCallback | None = None,
     cache: bool | None = None,
 ) -> Dataset:
-    """Load a dataset by name: a MovieLens release found on disk (see `find_dataset`) or "synthetic".
+    """Load a dataset by name: a MovieLens release found on disk (see `find_dataset`), "synthetic",
+    or a saved upload (`recengine.data.upload.load_upload`, checksum verified).
 
     download: fetch the release into the user cache when it is on none of the searched places
     (`progress(done_bytes, total_bytes)` follows the download); cache: see `load_movielens`.
@@ -1037,6 +1042,10 @@ def load_dataset(
         from recengine.data.synthetic import generate_synthetic
 
         return generate_synthetic(seed=0)
+    from recengine.data import upload
+
+    if upload.is_upload(name):
+        return upload.load_upload(name)
     release = get_release(name)
     folder = find_dataset(release.name)
     if folder is None:
@@ -1136,7 +1145,10 @@ class DatasetInfo:
 
 
 def available_datasets() -> list[DatasetInfo]:
-    """Every dataset name with where it was found (or None), smallest release first, then "synthetic"."""
+    """Every dataset name with where it was found (or None): the releases, smallest first, then
+    "synthetic", then the saved uploads by name (their folder as `path`; not downloadable)."""
+    from recengine.data import upload
+
     infos = [
         DatasetInfo(release.name, find_dataset(release.name), True, release.zip_bytes, release.n_ratings, release.description)
         for release in RELEASES.values()
@@ -1144,4 +1156,5 @@ def available_datasets() -> list[DatasetInfo]:
     infos.append(
         DatasetInfo(SYNTHETIC, None, False, None, None, "generated ratings with known structure (seed 0), for tests and demos", generated=True)
     )
+    infos += [DatasetInfo(info.name, info.path, False, None, info.n_ratings, info.description) for info in upload.list_uploads()]
     return infos

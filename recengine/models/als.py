@@ -56,7 +56,17 @@ import torch
 
 from recengine import distributed
 from recengine.data.dataset import Dataset
-from recengine.models.base import EpochCallback, EpochEvent, NotFittedError, Recommender, TrainingError, register
+from recengine.models.base import (
+    MAX_EMBEDDING_DIM,
+    MAX_SEED,
+    EpochCallback,
+    EpochEvent,
+    NotFittedError,
+    Recommender,
+    TrainingError,
+    check_range,
+    register,
+)
 
 __all__ = ["ALSConfig", "AlternatingLeastSquares", "CONFIDENCES", "SOLVERS", "confidence_weights"]
 
@@ -71,6 +81,12 @@ VALIDATION_METRICS = ("precision", "ndcg")
 _CHOLESKY_CHUNK_BYTES = 64 << 20
 #: CG residuals below this squared norm count as converged (their step is skipped).
 _CG_TINY = 1e-20
+
+
+#: Upper bounds of ALSConfig's counts (factors share MAX_EMBEDDING_DIM with the other models).
+MAX_ALS_ITERATIONS = 1000
+MAX_CG_STEPS = 100
+MAX_VALID_USERS = 10**9
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,12 @@ class ALSConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        # upper bounds: beyond them a run never ends or cannot be allocated
+        check_range("factors", self.factors, 1, MAX_EMBEDDING_DIM)
+        check_range("iterations", self.iterations, 1, MAX_ALS_ITERATIONS)
+        check_range("cg_steps", self.cg_steps, 1, MAX_CG_STEPS)
+        check_range("valid_users", self.valid_users, 0, MAX_VALID_USERS)
+        check_range("seed", self.seed, 0, MAX_SEED)
         if self.confidence not in CONFIDENCES:
             raise ValueError(f"confidence must be one of {CONFIDENCES}, got {self.confidence!r}")
         if self.solver not in SOLVERS:

@@ -28,10 +28,14 @@ A concrete model defines `name`, `Config` (a frozen dataclass of hyper-parameter
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -50,9 +54,16 @@ __all__ = [
     "ArtefactError",
     "EpochEvent",
     "EpochCallback",
+    "MAX_BATCH_SIZE",
+    "MAX_EMBEDDING_DIM",
+    "MAX_EPOCHS",
+    "MAX_SEED",
     "NotFittedError",
     "Recommender",
     "TrainingError",
+    "check_range",
+    "clip_repr",
+    "config_field_docs",
     "config_from_dict",
     "create_model",
     "get_model_class",
@@ -173,7 +184,57 @@ def get_model_class(name: str) -> type["Recommender"]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"model must be one of {sorted(_REGISTRY)}, got {name!r}") from None
+        raise ValueError(f"model must be one of {sorted(_REGISTRY)}, got {clip_repr(name)}") from None
+
+
+#: Upper bounds shared by the model Configs (each Config checks its fields with `check_range`).
+MAX_EPOCHS = 10_000
+MAX_EMBEDDING_DIM = 4096
+MAX_BATCH_SIZE = 2**24
+MAX_SEED = 2**63 - 1
+#: Longest text a hyper-parameter accepts (no allowed value comes near it).
+MAX_HYPER_TEXT = 100
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
+
+
+def clip_repr(value: Any, width: int = 80) -> str:
+    """`repr(value)` cut to at most `width` characters (ending in "…") for an error message.
+
+    Messages built from input quote it with this helper, so a 10,000-character argument gives a
+    short message; `repr` already escapes control characters (NUL, ESC, CR) of strings.
+    """
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def check_range(name: str, value: Any, low: float, high: float, *, integer: bool = True) -> None:
+    """ValueError unless `value` is an int (`integer`; bools refused) or a finite number in [low, high].
+
+    The bound every model Config puts on its sizes, counts and steps, e.g.
+    `check_range("embedding_dim", self.embedding_dim, 1, 4096)`; the message names the range.
+    """
+    if integer:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        kind = "an integer"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+        kind = "a number"
+    if not ok:
+        raise ValueError(f"{name} must be {kind} from {low:,} to {high:,}, got {clip_repr(value)}")
+
+
+def _parse_int(value: Any) -> int:
+    """An int from an int, an integral float (JSON 5.0) or a string of digits ("5", "-2"); ValueError otherwise
+    ("1e308", "2.5", "nan" and non-ASCII digits such as "²" are refused, never rounded)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError(value)
 
 
 def config_from_dict(config_cls: type, values: Mapping[str, Any]) -> Any:
@@ -181,36 +242,82 @@ def config_from_dict(config_cls: type, values: Mapping[str, Any]) -> Any:
 
     Values are converted to each field's declared type where it is a plain int/float/bool/str
     (so command-line strings and JSON numbers both work); tuples come back from JSON lists.
+    An int field takes an int, an integral float or a string of digits ("1e308" and "2.5" are
+    refused); text longer than `MAX_HYPER_TEXT` characters is refused for any field. Messages
+    quote the input at most 80 characters long (`clip_repr`).
     """
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {unknown} for {config_cls.__name__}; allowed: {sorted(fields)}")
+        shown = ", ".join(clip_repr(name, 40) for name in unknown[:5]) + (", …" if len(unknown) > 5 else "")
+        raise ValueError(f"unknown hyper-parameter(s) [{shown}] for {config_cls.__name__}; allowed: {sorted(fields)}")
     converted = {}
     for key, value in values.items():
         kind = fields[key].type
         kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
         try:
+            if isinstance(value, str) and len(value) > MAX_HYPER_TEXT:
+                raise ValueError(value)
             if kind == "bool" and isinstance(value, str):
                 lowered = value.strip().lower()
                 if lowered not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(value)
                 value = lowered in ("true", "1", "yes")
             elif kind == "int" and not isinstance(value, bool):
-                as_float = float(value)
-                if not as_float.is_integer():
-                    raise ValueError(value)
-                value = int(as_float)
+                value = _parse_int(value)
             elif kind == "float" and not isinstance(value, bool):
                 value = float(value)
             elif kind.startswith("tuple") and isinstance(value, (list, tuple)):
                 value = tuple(value)
             elif kind.startswith("tuple") and isinstance(value, str):
-                value = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
-        except (TypeError, ValueError):
-            raise ValueError(f"hyper-parameter {key} must be {kind}, got {value!r}") from None
+                value = tuple(_parse_int(part) for part in value.replace(" ", "").split(",") if part)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"hyper-parameter {key} must be {kind}, got {clip_repr(value)}") from None
         converted[key] = value
     return config_cls(**converted)
+
+
+_DOC_LINE = re.compile(r"^\s*#:\s?(?P<text>.*)$")
+_FIELD_LINE = re.compile(r"^\s*(?P<name>[A-Za-z_]\w*)\s*:[^#]*(?:#:\s*(?P<doc>.*)|#.*)?$")
+
+
+@functools.cache
+def _field_docs_cached(config_cls: type) -> tuple[tuple[str, str], ...]:
+    names = {spec.name for spec in dataclasses.fields(config_cls)}
+    docs: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):  # bases first: a subclass's own comment wins
+        if not dataclasses.is_dataclass(cls):
+            continue
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):
+            continue
+        pending: list[str] = []
+        for line in lines:
+            if line.strip().startswith("def "):  # the fields come before the methods
+                break
+            comment = _DOC_LINE.match(line)
+            if comment:
+                pending.append(comment.group("text").strip())
+                continue
+            field_line = _FIELD_LINE.match(line)
+            if field_line and field_line.group("name") in names:
+                doc = " ".join([*pending, (field_line.group("doc") or "").strip()]).strip()
+                if doc:
+                    docs[field_line.group("name")] = doc
+            pending = []
+    return tuple(docs.items())
+
+
+def config_field_docs(config_cls: type) -> dict[str, str]:
+    """{field name: documentation} of a Config dataclass, read from `#:` comments in its source.
+
+    A field's doc is the `#:` lines just above it plus a trailing `#: ...` on its own line;
+    fields inherited from dataclass bases keep the base's doc unless the subclass documents
+    them again; fields without a comment (or whose source is unavailable) are absent. Cached
+    per class (reading the source costs ~10 ms); the dict returned is the caller's to change.
+    """
+    return dict(_field_docs_cached(config_cls))
 
 
 def create_model(name: str, config: Any = None, device: str | torch.device = "auto", **hyper: Any) -> "Recommender":
@@ -450,10 +557,16 @@ class Recommender(ABC):
     @staticmethod
     def read_meta(path: str | Path) -> dict[str, Any]:
         """The artefact's meta.json (ArtefactError when missing or unreadable)."""
+        file = Path(path) / "meta.json"
+        if file.is_symlink():
+            raise ArtefactError(f"{path}: meta.json is a symbolic link; an artefact folder holds plain files only")
         try:
-            return json.loads((Path(path) / "meta.json").read_text())
-        except (OSError, ValueError) as error:
+            meta = json.loads(file.read_text())
+        except (OSError, ValueError, RecursionError) as error:
             raise ArtefactError(f"{path}: meta.json is missing or unreadable ({error})") from error
+        if not isinstance(meta, dict):
+            raise ArtefactError(f"{path}: meta.json must hold a JSON object, got a {type(meta).__name__}")
+        return meta
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "Recommender":
@@ -463,21 +576,32 @@ class Recommender(ABC):
         subclass it also checks the family matches. Raises ArtefactError on any damage.
         """
         path = Path(path)
+        if path.is_symlink():
+            raise ArtefactError(f"{path}: the artefact folder is a symbolic link; move the real folder into place")
         meta = cls.read_meta(path)
-        expected = meta.get("sha256") or {}
+        expected = meta.get("sha256")
+        if not isinstance(expected, dict) or not all(isinstance(value, str) for value in expected.values()):
+            raise ArtefactError(f"{path}: meta.json's sha256 must be an object of checksums, got {clip_repr(expected)}")
         for name in ("weights.pt", "ids.npz", "config.json"):
             file = path / name
+            if file.is_symlink():  # never follow a link out of the folder, whatever it points to
+                raise ArtefactError(f"{path}: {name} is a symbolic link; an artefact folder holds plain files only")
             if not file.is_file():
                 raise ArtefactError(f"{path}: {name} is missing")
             if expected.get(name) != _sha256(file):
                 raise ArtefactError(f"{path}: {name} does not match its recorded checksum (damaged or altered)")
         try:
             header = json.loads((path / "config.json").read_text())
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise ArtefactError(f"{path}: config.json is not valid JSON ({error})") from error
+        if not isinstance(header, dict):
+            raise ArtefactError(f"{path}: config.json must hold a JSON object, got a {type(header).__name__}")
         if header.get("format") != ARTEFACT_FORMAT:
-            raise ArtefactError(f"{path}: artefact format {header.get('format')!r}, this version reads {ARTEFACT_FORMAT}")
-        family = get_model_class(header.get("model", ""))
+            raise ArtefactError(f"{path}: artefact format {clip_repr(header.get('format'))}, this version reads {ARTEFACT_FORMAT}")
+        try:
+            family = get_model_class(header.get("model", ""))
+        except (ValueError, TypeError) as error:
+            raise ArtefactError(f"{path}: config.json names no known model family ({error})") from None
         if cls is not Recommender and family is not cls:
             raise ArtefactError(f"{path}: holds a {family.name} model, not {cls.name}")
         try:
@@ -494,12 +618,15 @@ class Recommender(ABC):
             raise
         except Exception as error:  # any parse/shape problem means the artefact is unusable
             raise ArtefactError(f"{path}: cannot be loaded ({type(error).__name__}: {error})") from error
-        model.fit_seconds = float(meta.get("fit_seconds", 0.0))
-        model.history = [
-            EpochEvent(
-                int(e["epoch"]), int(e["epochs"]), float(e["loss"]), float(e["seconds"]),
-                {k: float(v) for k, v in e.items() if k not in ("epoch", "epochs", "loss", "seconds")},
-            )
-            for e in meta.get("history", [])
-        ]
+        try:
+            model.fit_seconds = float(meta.get("fit_seconds", 0.0))
+            model.history = [
+                EpochEvent(
+                    int(e["epoch"]), int(e["epochs"]), float(e["loss"]), float(e["seconds"]),
+                    {k: float(v) for k, v in e.items() if k not in ("epoch", "epochs", "loss", "seconds")},
+                )
+                for e in meta.get("history", [])
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ArtefactError(f"{path}: meta.json's fit_seconds or history is malformed ({type(error).__name__}: {error})") from None
         return model

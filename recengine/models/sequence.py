@@ -61,7 +61,17 @@ from recengine.data.dataset import Dataset
 from recengine.data.sequences import PAD, from_token, last_window, last_windows, n_tokens, windows
 from recengine.data.splits import Split
 from recengine.evaluation import ranking_metrics, sequence_metrics
-from recengine.models.base import EpochCallback, NotFittedError, Recommender, register, top_k
+from recengine.models.base import (
+    MAX_EMBEDDING_DIM,
+    MAX_EPOCHS,
+    MAX_SEED,
+    EpochCallback,
+    NotFittedError,
+    Recommender,
+    check_range,
+    register,
+    top_k,
+)
 from recengine.training import check_training_config, train_loop
 
 __all__ = [
@@ -97,6 +107,17 @@ PROTOCOL_WINDOW = 10
 
 
 # --- configs ----------------------------------------------------------------------------------
+#: Upper bounds of the sequence Configs' sizes (each window scores the whole catalogue, so
+#: batches stay far below MF's); embedding_dim, epochs and seed share the bounds in base.
+MAX_SEQUENCE_LENGTH = 1024
+MAX_WINDOW_STEP = 100_000
+MAX_NEGATIVES = 2**20
+MAX_SEQUENCE_BATCH = 65_536
+MAX_LAYERS = 64
+MAX_HEADS = 64
+MAX_FEEDFORWARD_FACTOR = 64
+
+
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -161,6 +182,15 @@ class SequenceConfig:
         _check_int("max_length", self.max_length, 1)
         _check_int("window_step", self.window_step, 1)
         _check_int("n_negatives", self.n_negatives, 1)
+        # upper bounds: beyond them a run never ends or cannot be allocated
+        check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING_DIM)
+        check_range("max_length", self.max_length, 1, MAX_SEQUENCE_LENGTH)
+        check_range("window_step", self.window_step, 1, MAX_WINDOW_STEP)
+        check_range("n_negatives", self.n_negatives, 1, MAX_NEGATIVES)
+        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_range("batch_size", self.batch_size, 1, MAX_SEQUENCE_BATCH)
+        check_range("early_stopping_patience", self.early_stopping_patience, 0, MAX_EPOCHS)
+        check_range("seed", self.seed, 0, MAX_SEED)
         if not isinstance(self.tie_weights, bool):
             raise ValueError(f"tie_weights must be True or False, got {self.tie_weights!r}")
         _check_number("dropout", self.dropout, 0.0, 1.0, open_high=True)
@@ -197,6 +227,7 @@ class LSTMConfig(SequenceConfig):
         if self.cell not in RECURRENT_CELLS:
             raise ValueError(f"cell must be one of {RECURRENT_CELLS}, got {self.cell!r}")
         _check_int("n_layers", self.n_layers, 1)
+        check_range("n_layers", self.n_layers, 1, MAX_LAYERS)
 
 
 @dataclass(frozen=True)
@@ -215,6 +246,9 @@ class TransformerConfig(SequenceConfig):
         _check_int("n_layers", self.n_layers, 1)
         _check_int("n_heads", self.n_heads, 1)
         _check_int("feedforward_factor", self.feedforward_factor, 1)
+        check_range("n_layers", self.n_layers, 1, MAX_LAYERS)
+        check_range("n_heads", self.n_heads, 1, MAX_HEADS)
+        check_range("feedforward_factor", self.feedforward_factor, 1, MAX_FEEDFORWARD_FACTOR)
         if self.embedding_dim % self.n_heads:
             raise ValueError(
                 f"n_heads must divide embedding_dim, got n_heads={self.n_heads} and embedding_dim={self.embedding_dim}"
