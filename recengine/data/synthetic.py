@@ -31,7 +31,16 @@
   next-item model can learn these transitions; popularity cannot.
 
 Rows come sorted by user, then by time. Raw ids are ``index + 1`` for users and items (like
-MovieLens, ids start at 1), and titles read "Synthetic Movie 17 (1994)" for item id 17.
+MovieLens, ids start at 1), and titles read "Synthetic Movie 17 (1994)" for item id 17. With
+``titles="pseudo"`` they are varied made-up titles in the MovieLens form instead ("Midnight
+Garden, The (1994)", "Silent River 2 (2003)", "Blue Heart: Last Summer (2011)"): words drawn with
+a Zipf-like law from a fixed vocabulary (so common words hit thousands of titles, as "love" or
+"night" do in a real catalogue) mixed with made-up names (a vocabulary of tens of thousands of
+rare words, as a real catalogue's names and foreign words give), trailing articles, sequels,
+subtitles and a few alternative titles in parentheses; repeats happen, as remakes do
+(`pseudo_titles`). They come from their own generator, so the
+ratings are the same whatever `titles` is. This is what a search benchmark over a large
+catalogue needs (`benchmarks/catalogue.py`).
 
 `checkerboard` is a tiny deterministic dataset for contract tests; its structure is documented
 on the function.
@@ -44,7 +53,7 @@ import pandas as pd
 
 from recengine.data.dataset import Dataset, IdMap, make_catalogue
 
-__all__ = ["GENRES", "generate_synthetic", "checkerboard"]
+__all__ = ["GENRES", "TITLE_STYLES", "generate_synthetic", "checkerboard", "pseudo_titles"]
 
 #: Genre names used for the synthetic clusters (the MovieLens genres, in their order).
 GENRES = (
@@ -68,6 +77,36 @@ GENRES = (
     "Western",
 )
 
+#: Catalogue title styles of `generate_synthetic`: "Synthetic Movie <id> (<year>)" or made-up titles.
+TITLE_STYLES = ("numbered", "pseudo")
+
+# Vocabulary of the pseudo-titles, most frequent first (drawn with weight 1 / rank ** 0.9).
+_TITLE_WORDS = tuple(
+    """
+    love night man day last dead life girl world time house city blue black dark star war story
+    heart king death blood little big lost home red great new secret summer game dream river
+    water fire moon sun king's road street angel devil ghost legend island mountain sea storm
+    silent wild golden broken hidden final first second american french long short strange
+    happy lonely crazy perfect deadly sweet bitter cold hot high low true false young old
+    brother sister mother father daughter son family wedding party murder crime justice
+    revenge escape return journey voyage hunt hunter killer doctor detective soldier captain
+    queen prince princess lady lord boy woman men women children people friends lovers
+    stranger strangers shadow shadows light mirror window door garden forest desert ocean
+    valley bridge tower castle palace hotel train station airport harbour paris london tokyo
+    rome berlin texas california chicago brooklyn manhattan vegas hollywood paradise heaven
+    hell earth planet space galaxy empire kingdom republic nation revolution freedom glory
+    honor promise memory memories letter letters song songs music dance dancer singer
+    painter thief thieves spy spies agent agents witness jury trial prison cell
+    winter spring autumn morning evening midnight tomorrow yesterday forever never always
+    """.split()
+)
+_SEQUELS = (" 2", " 3", " II", " III", " Part 2", " Returns", " Reloaded")
+# Syllables of made-up names ("Kavorin", "Delmaro"): a quarter of the words, a vocabulary of tens of
+# thousands, like the names and foreign words of a real catalogue.
+_SYLLABLES = tuple("ka vo rin del ma ro sa ti ne lu mi ber gan to zo ra fe li qua shen dor an el is or ul yen ha bri cas".split())
+_NAME_SHARE = 0.25
+_TRAILING = (", The", ", A", ", Les", ", La")
+
 _FIRST_START = 820_454_400  # 1996-01-01 UTC
 _LAST_START = 1_514_764_800  # 2018-01-01 UTC
 _DENSE_ROWS_ELEMENTS = 1 << 22  # bound on (users x items) cells scored at once for heavy users
@@ -84,6 +123,7 @@ def generate_synthetic(
     noise: float = 0.5,
     sequential: bool = False,
     rating_scale: tuple[float, float] = (0.5, 5.0),
+    titles: str = "numbered",
     seed: int = 0,
 ) -> Dataset:
     """A random Dataset named "synthetic" with taste, popularity and (optionally) order structure.
@@ -98,14 +138,18 @@ def generate_synthetic(
         noise: standard deviation of the rating noise relative to the signal's (>= 0).
         sequential: order each user's items along cluster/series chains (see module docstring).
         rating_scale: (lowest, highest) rating; ratings are multiples of 0.5 from `lowest`.
+        titles: one of `TITLE_STYLES`: "numbered" ("Synthetic Movie <id> (<year>)") or
+            "pseudo" (varied made-up titles, see the module docstring).
         seed: seed of the local generator (`np.random.default_rng(seed)`).
 
     Returns:
         Dataset with users/items int32, ratings float32 (half stars), timestamps int64
         (strictly increasing per user), rows sorted by (user, timestamp), and a catalogue with
-        titles "Synthetic Movie <id> (<year>)", years and genres.
+        titles (see `titles`), years and genres.
     """
     _validate(n_users, n_items, n_interactions, n_factors, popularity_exponent, noise, rating_scale)
+    if titles not in TITLE_STYLES:
+        raise ValueError(f"titles must be one of {TITLE_STYLES}, got {titles!r}")
     rng = np.random.default_rng(seed)
     n_clusters = int(min(len(GENRES), max(1, n_items // 10)))
 
@@ -153,7 +197,8 @@ def generate_synthetic(
     timestamps = _timestamps(rng, counts)
 
     ratings = _ratings(rng, users, items, preference, cluster_of_item, popularity_rank, n_factors, noise, rating_scale)
-    catalogue = _catalogue(rng, n_items, cluster_of_item, n_clusters, items, ratings)
+    title_rng = np.random.default_rng([seed, 1]) if titles == "pseudo" else None  # own stream: ratings unchanged
+    catalogue = _catalogue(rng, n_items, cluster_of_item, n_clusters, items, ratings, title_rng)
     return Dataset.from_arrays(
         "synthetic",
         users,
@@ -519,8 +564,10 @@ def _catalogue(
     n_clusters: int,
     items: np.ndarray,
     ratings: np.ndarray,
+    title_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
-    """Catalogue with "Synthetic Movie <id> (<year>)" titles, years 1930..2019 (mostly recent), genres."""
+    """Catalogue with years 1930..2019 (mostly recent), genres and titles: "Synthetic Movie <id>
+    (<year>)", or pseudo-titles drawn from `title_rng` when one is given."""
     years = (2019 - np.minimum(rng.exponential(15.0, size=n_items), 89)).astype(np.int64)
     second = rng.integers(0, len(GENRES), size=n_items)
     has_second = (rng.random(n_items) < 0.3) & (second != cluster_of_item)
@@ -529,5 +576,57 @@ def _catalogue(
         for c, s, two in zip(cluster_of_item.tolist(), second.tolist(), has_second.tolist())
     ]
     item_ids = np.arange(1, n_items + 1, dtype=np.int64)
-    titles = [f"Synthetic Movie {i} ({y})" for i, y in zip(item_ids.tolist(), years.tolist())]
+    if title_rng is None:
+        titles = [f"Synthetic Movie {i} ({y})" for i, y in zip(item_ids.tolist(), years.tolist())]
+    else:
+        titles = [f"{name} ({y})" for name, y in zip(pseudo_titles(title_rng, n_items), years.tolist())]
     return make_catalogue(item_ids, titles, genres, items, ratings, years=years.tolist())
+
+
+def pseudo_titles(rng: np.random.Generator, n: int) -> list[str]:
+    """`n` made-up movie titles in the MovieLens form, without the year: "Midnight Garden, The".
+
+    Each title has 1-5 words (mostly 2-3). Three words in four are drawn with weight
+    ``1 / rank ** 0.9`` from a fixed vocabulary of about 200 English words, the others are
+    made-up names of 2-4 syllables (about 800 thousand possible, so most are rare); 15% move an
+    article to the end (", The"), 5% are sequels
+    (" 2", " II", " Returns", ...), 8% have a subtitle after a colon, 3% an alternative title in
+    parentheses ("(a.k.a. ...)"). Titles may repeat.
+    """
+    vocabulary = np.array([word.capitalize() for word in _TITLE_WORDS], dtype=object)
+    weight = 1.0 / np.arange(1, len(vocabulary) + 1) ** 0.9
+    weight /= weight.sum()
+
+    syllables = np.array(_SYLLABLES, dtype=object)
+
+    def phrases(count: int, sizes: tuple[int, ...], shares: tuple[float, ...]) -> list[str]:
+        lengths = rng.choice(sizes, size=count, p=shares)
+        n_words = int(lengths.sum())
+        words = vocabulary[rng.choice(len(vocabulary), size=n_words, p=weight)]
+        named = np.flatnonzero(rng.random(n_words) < _NAME_SHARE)
+        parts = syllables[rng.integers(0, len(syllables), size=(len(named), 4))]
+        keep = rng.integers(2, 5, size=len(named))
+        words[named] = ["".join(row[:k]).capitalize() for row, k in zip(parts.tolist(), keep.tolist())]
+        ends = np.cumsum(lengths)
+        return [" ".join(words[end - length : end]) for end, length in zip(ends.tolist(), lengths.tolist())]
+
+    main = phrases(n, (1, 2, 3, 4, 5), (0.2, 0.35, 0.25, 0.12, 0.08))
+    subtitle = phrases(n, (1, 2, 3), (0.3, 0.5, 0.2))
+    alternative = phrases(n, (1, 2), (0.5, 0.5))
+    has_subtitle = rng.random(n) < 0.08
+    has_alternative = rng.random(n) < 0.03
+    sequel = np.where(rng.random(n) < 0.05, rng.integers(0, len(_SEQUELS), size=n), -1)
+    article = np.where(rng.random(n) < 0.15, rng.integers(0, len(_TRAILING), size=n), -1)
+    out = []
+    for j in range(n):
+        title = main[j]
+        if has_subtitle[j]:
+            title += f": {subtitle[j]}"
+        if sequel[j] >= 0:
+            title += _SEQUELS[sequel[j]]
+        if article[j] >= 0:
+            title += _TRAILING[article[j]]
+        if has_alternative[j]:
+            title += f" (a.k.a. {alternative[j]})"
+        out.append(title)
+    return out
