@@ -2,11 +2,10 @@
 
 import streamlit as st
 
-from recengine.onboarding import GOOD_PROFILE_SIZE, next_batch, progress_message
+from recengine.onboarding import BATCH_SIZE, GOOD_PROFILE_SIZE, next_questions, progress_message
 from recengine.recommend import RecommendationFilter, recommend_profile
 from ui import cached, state, widgets
 
-BATCH_SIZE = 6
 PREVIEW_SIZE = 8
 SEARCH_RESULTS = 6
 #: The live preview leaves out movies rated by fewer people (their predictions are noisy).
@@ -19,26 +18,32 @@ profile = state.profile(choice.dataset)
 
 st.title("Rate movies")
 st.caption(
-    "Tell us about movies you have seen. We ask about well-known movies that each say something "
-    "different about taste; your recommendations update with every rating, without retraining."
+    "Tell us about movies you have seen. After each batch we ask about movies people with your answers "
+    "have likely seen, each saying something different about taste; your recommendations update with "
+    "every rating, without retraining."
 )
 model = cached.model(choice)
 order = cached.onboarding_order(choice)
 
 
+def plan_batch(not_seen: set[int]) -> None:
+    """The next questions, adapted to the answers so far (the fixed order's head before any)."""
+    profile.batch[:] = next_questions(model, profile.ratings, not_seen, BATCH_SIZE, first=order).tolist()
+
+
 def show_next_batch() -> None:
-    """Move on: what was on screen and left unrated is not offered again."""
+    """Move on: what was on screen and left unrated counts as not seen and is not offered again."""
     profile.shown.update(profile.batch)
-    profile.batch[:] = next_batch(order, profile.ratings, profile.skipped | profile.shown, size=BATCH_SIZE)
+    plan_batch(profile.skipped | profile.shown)
 
 
 def start_over_batches() -> None:
     profile.shown.clear()
-    profile.batch[:] = next_batch(order, profile.ratings, profile.skipped, size=BATCH_SIZE)
+    plan_batch(profile.skipped)
 
 
 if not profile.batch:
-    profile.batch[:] = next_batch(order, profile.ratings, profile.skipped | profile.shown, size=BATCH_SIZE)
+    plan_batch(profile.skipped | profile.shown)
 
 n_rated = len(profile.ratings)
 st.progress(min(n_rated / GOOD_PROFILE_SIZE, 1.0), text=progress_message(n_rated))

@@ -20,24 +20,44 @@ answers tell us, so the order is chosen, not sampled:
 The greedy loop keeps `A^-1 v` for every candidate up to date with Sherman-Morrison rank-one
 updates, so the whole order costs O(pool^2 * d) in numpy (about 0.1 s for 400 movies and 64
 factors).
+
+**Adaptive questions** (`next_questions`, what the page asks after the first batch). The fixed
+order asks everyone the same movies, so a person who has not seen them skips a lot, and the
+answers are mostly "saw the blockbuster". After each batch of `BATCH_SIZE`, `Questioner` works
+out which movies *this* person has likely seen from their answers so far (rated = seen, skipped
+or left unrated = not seen; a linear conditional expectation on the covariance of "has rated"
+in the training data) and asks about the movies they are likely to have seen *and* that say
+something: each candidate scores `log seen - lift * log prior + design * latent gain`
+(`QuestionConfig`). With `lift` near 1 the questions are the movies the person is far more
+likely than people at large to have seen, which is what makes a random sample of someone's
+own history so informative. The first batch is the fixed order's head.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Collection
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Collection, Mapping
 
 import numpy as np
 
 from recengine.data.dataset import Dataset
 from recengine.models.base import Recommender
 
+
 __all__ = [
+    "BATCH_SIZE",
     "DEFAULT_POOL_SIZE",
+    "DEFAULT_QUESTIONS",
+    "QuestionConfig",
+    "Questioner",
     "GOOD_PROFILE_SIZE",
     "RATING_CHOICES",
     "next_batch",
+    "next_questions",
     "onboarding_order",
     "popularity_floor",
     "progress_message",
@@ -52,6 +72,9 @@ DEFAULT_POOL_SIZE = 400
 RATING_CHOICES: tuple[float, ...] = tuple(step / 2 for step in range(1, 11))
 #: Weight of the prior in the design, in units of an average item's squared factor norm.
 PRIOR_WEIGHT = 1.0
+#: Movies the onboarding page shows at once; the adaptive questions are re-planned per batch
+#: (the page and `benchmarks/onboarding.py` share this constant).
+BATCH_SIZE = 6
 
 
 # --- ratings ----------------------------------------------------------------------------------
@@ -185,3 +208,248 @@ def next_batch(order: np.ndarray | list[int], answered: Collection[int], skipped
             if len(batch) == size:
                 break
     return batch
+
+
+# --- adaptive questions -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuestionConfig:
+    """How `next_questions` ranks the movies it may ask about next.
+
+    Candidate j (rated at least `min_popularity` times in training, not yet asked) scores
+
+        log seen_j - lift * log prior_j + design * log(1 + v_j^T A^-1 v_j)
+
+    where seen_j is `Questioner.seen_probability` (the chance this person has seen j, given
+    their answers so far, the answers' evidence scaled by `evidence`), prior_j the share of
+    training users who rated j, and the last term the latent-information gain of the fixed order
+    (`A = lam * I + sum of v v^T` over the rated movies and the ones already picked for the batch,
+    each weighted by its seen_j; left out when the questioner has no item factors). The defaults
+    were chosen on validation users; see `benchmarks/onboarding.py` for the figures.
+    """
+
+    lift: float = 0.5
+    """0 asks what the person has most likely seen; 1 asks what they are far more likely to have
+    seen than people at large (less-known movies that say more about them). At least 0."""
+    design: float = 2.0
+    """Weight of the latent-information gain (spread over the model's item factors). At least 0."""
+    evidence: float = 1.0
+    """Scale of the answers' evidence (the conditional term of `seen_probability`; 0: the prior alone). At least 0."""
+    min_popularity: int = 20
+    """Only movies rated at least this many times in training are asked about (the page's
+    `DEFAULT_MIN_RATINGS`: predictions and co-watch are noisy below it)."""
+
+    def __post_init__(self) -> None:
+        for name in ("lift", "design", "evidence"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.min_popularity, bool) or not isinstance(self.min_popularity, numbers.Integral) or self.min_popularity < 1:
+            raise ValueError(f"min_popularity must be a positive integer (ratings in training), got {self.min_popularity!r}")
+
+
+#: The adaptive questions' settings, chosen on validation users (`benchmarks/onboarding.py --tune-questions`).
+DEFAULT_QUESTIONS = QuestionConfig()
+#: Lowest seen probability used (its log must stay finite).
+SEEN_FLOOR = 1e-3
+#: The seen model covers this many of the most-rated items (the rest keep their prior).
+SEEN_MAX_ITEMS = 2000
+#: Ridge of the seen model's conditioning, in units of the pool's mean variance.
+RIDGE = 0.1
+
+
+class Questioner:
+    """Which movies a newcomer has likely seen, given their answers, and what to ask them next.
+
+    Built from who rated what in the training data: x_u (pool,) is user u's "has rated" vector
+    over the `max_items` most-rated items (the pool), `prior` p its mean over the training users
+    (n_items,) float64, and C (pool, pool) float32 its covariance. The answers so far observe x
+    on the answered movies o (1 for a rated one, 0 for a skipped one), and the chance of having
+    seen every other movie is the linear (Gaussian) conditional expectation
+
+        seen = p + evidence * C[:, o] (C[o, o] + ridge I)^-1 (x_o - p_o)
+
+    clipped to [SEEN_FLOOR, 1], with `ridge = RIDGE * mean variance over the pool`. With no
+    answers this is the prior; rating a movie raises the movies usually seen with it, skipping
+    one lowers them (and raises the movies its watchers tend not to see). Unlike the co-watch
+    regression (`CoWatch`, which explains each movie by *every* other one), this conditions on
+    the few movies actually answered, so one answer already moves the estimate. Items outside
+    the pool keep their prior. Optionally the model's item factors (n_items, d) for the design term.
+    """
+
+    def __init__(self, pool: np.ndarray, covariance: np.ndarray, prior: np.ndarray, counts: np.ndarray, factors: np.ndarray | None = None) -> None:
+        """pool: (p,) int64 items; covariance: (p, p); prior, counts: (n_items,) share and number of training users who rated each item."""
+        self.pool = np.asarray(pool, dtype=np.int64)
+        self.covariance = np.asarray(covariance, dtype=np.float32)
+        self.prior = np.asarray(prior, dtype=np.float64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.n_items = len(self.prior)
+        if self.covariance.shape != (len(self.pool), len(self.pool)) or self.counts.shape != self.prior.shape:
+            raise ValueError(
+                f"covariance must be (pool, pool) = {(len(self.pool),) * 2} and counts like prior {self.prior.shape}; "
+                f"got {self.covariance.shape} and {self.counts.shape}"
+            )
+        self.position = np.full(self.n_items, -1, dtype=np.int64)
+        self.position[self.pool] = np.arange(len(self.pool))
+        variance = np.diagonal(self.covariance)
+        self.ridge = RIDGE * float(variance.mean()) if len(variance) and variance.mean() > 0 else RIDGE
+        self.factors = None if factors is None else np.asarray(factors, dtype=np.float64)
+        if self.factors is not None and (self.factors.ndim != 2 or self.factors.shape[0] != self.n_items):
+            raise ValueError(f"factors must be (n_items={self.n_items}, d), got shape {self.factors.shape}")
+
+    def __repr__(self) -> str:
+        return f"<Questioner over {len(self.pool)} of {self.n_items} items>"
+
+    @classmethod
+    def from_interactions(
+        cls, indptr: np.ndarray, items: np.ndarray, n_items: int, factors: np.ndarray | None = None, max_items: int = SEEN_MAX_ITEMS
+    ) -> Questioner:
+        """Fit from a users x items CSR pattern: indptr (n_users + 1,) and items (nnz,) int;
+        repeated (user, item) pairs count once, users without any item do not count."""
+        if isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1:
+            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
+        from scipy import sparse  # installed with scikit-learn
+
+        indptr, items = np.asarray(indptr, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        users = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+        pairs = np.unique(users * n_items + items)
+        users, items = pairs // n_items, pairs % n_items
+        n_users = max(1, int(np.count_nonzero(np.diff(indptr))))
+        counts = np.bincount(items, minlength=n_items)
+        pool = np.sort(np.argsort(-counts, kind="stable")[: int(max_items)])
+        pool = pool[counts[pool] > 0]
+        position = np.full(n_items, -1, dtype=np.int64)
+        position[pool] = np.arange(len(pool))
+        inside = position[items] >= 0
+        seen = sparse.csr_matrix((np.ones(int(inside.sum())), (users[inside], position[items[inside]])), shape=(len(indptr) - 1, len(pool)))
+        prior = np.minimum(counts / n_users, 1.0)
+        covariance = (seen.T @ seen).toarray() / n_users - np.outer(prior[pool], prior[pool])
+        return cls(pool, covariance, prior, counts, factors)
+
+    @classmethod
+    def of_model(cls, model: Recommender) -> Questioner | None:
+        """The questioner of the data `model` was trained on (its training CSR of seen items, kept
+        in every artefact) with the model's item factors, built once per model and training and
+        then cached beside it (never in it); None for a model that carries no training interactions."""
+        indptr, items = getattr(model, "_seen_indptr", None), getattr(model, "_seen_items", None)
+        if indptr is None or items is None or len(items) == 0:
+            return None
+        with _QUESTIONER_LOCK:
+            cached = _QUESTIONER_CACHE.get(model)
+            if cached is not None and cached[0] is items:
+                return cached[1]
+        try:
+            factors = np.asarray(model.item_factors(), dtype=np.float64)
+        except NotImplementedError:
+            factors = None
+        if factors is not None and (factors.ndim != 2 or factors.shape[0] != model.n_items):
+            factors = None  # no per-item vectors to spread over: the design term is left out
+        built = cls.from_interactions(np.asarray(indptr), np.asarray(items), model.n_items, factors)
+        with _QUESTIONER_LOCK:
+            _QUESTIONER_CACHE[model] = (items, built)
+        return built
+
+    def seen_probability(self, rated: Collection[int], skipped: Collection[int], evidence: float = 1.0) -> np.ndarray:
+        """Chance that the person has seen each item given their answers: (n_items,) float64 in
+        [SEEN_FLOOR, 1] (see the class docstring); rated items get 1, skipped ones SEEN_FLOOR."""
+        rated_items = _as_items(rated, self.n_items, "rated")
+        skipped_items = _as_items(skipped, self.n_items, "skipped")
+        seen = self.prior.copy()
+        answered = np.concatenate([rated_items, skipped_items])
+        observed = np.concatenate([np.ones(len(rated_items)), np.zeros(len(skipped_items))])
+        inside = self.position[answered] >= 0
+        if evidence and inside.any():
+            columns = self.position[answered[inside]]
+            block = self.covariance[np.ix_(columns, columns)].astype(np.float64) + self.ridge * np.eye(len(columns))
+            weights = np.linalg.solve(block, observed[inside] - self.prior[answered[inside]])
+            seen[self.pool] += float(evidence) * (self.covariance[:, columns].astype(np.float64) @ weights)
+        seen = np.clip(seen, SEEN_FLOOR, 1.0)
+        seen[skipped_items] = SEEN_FLOOR
+        seen[rated_items] = 1.0
+        return seen
+
+    def next_questions(
+        self,
+        rated: Collection[int],
+        skipped: Collection[int],
+        n: int = BATCH_SIZE,
+        exclude: Collection[int] = (),
+        config: QuestionConfig = DEFAULT_QUESTIONS,
+    ) -> np.ndarray:
+        """The `n` movies to ask about next, best first: int64 (<= n,), never a rated, skipped or
+        excluded one (fewer when the candidates run out). Deterministic; ties go to the lower index."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        rated_items = _as_items(rated, self.n_items, "rated")
+        skipped_items = _as_items(skipped, self.n_items, "skipped")
+        candidates = self.counts >= config.min_popularity
+        candidates[rated_items] = False
+        candidates[skipped_items] = False
+        candidates[_as_items(exclude, self.n_items, "exclude")] = False
+        pool = np.flatnonzero(candidates)
+        if pool.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        seen = self.seen_probability(rated_items, skipped_items, config.evidence)[pool]
+        value = np.log(seen) - config.lift * np.log(np.maximum(self.prior[pool], SEEN_FLOOR))
+        if config.design == 0 or self.factors is None:
+            return pool[np.argsort(-value, kind="stable")[: int(n)]].astype(np.int64)
+        vectors = self.factors[pool]
+        known = self.factors[rated_items]
+        askable = self.factors[self.counts >= config.min_popularity]
+        scale = float(np.mean(np.einsum("ij,ij->i", askable, askable)))
+        precision = (PRIOR_WEIGHT * scale if scale > 0 else 1.0) * np.eye(vectors.shape[1]) + known.T @ known
+        available = np.ones(pool.size, dtype=bool)
+        chosen: list[int] = []
+        for _ in range(min(int(n), pool.size)):
+            gain = np.log1p(np.maximum(np.einsum("ij,ij->i", vectors @ np.linalg.inv(precision), vectors), 0.0))
+            best = int(np.argmax(np.where(available, value + config.design * gain, -np.inf)))
+            chosen.append(best)
+            available[best] = False
+            precision += seen[best] * np.outer(vectors[best], vectors[best])
+        return pool[chosen].astype(np.int64)
+
+
+_QUESTIONER_CACHE: "weakref.WeakKeyDictionary[Recommender, tuple[object, Questioner]]" = weakref.WeakKeyDictionary()
+_QUESTIONER_LOCK = threading.Lock()
+
+
+def _as_items(items: Collection[int], n_items: int, name: str) -> np.ndarray:
+    """`items` as a sorted int64 array of distinct indices, ValueError when one is outside 0..n_items-1."""
+    array = np.unique(np.fromiter((int(item) for item in items), dtype=np.int64))
+    if array.size and (array[0] < 0 or array[-1] >= n_items):
+        raise ValueError(f"{name} must hold item indices in 0..{n_items - 1}, got {array[0] if array[0] < 0 else array[-1]}")
+    return array
+
+
+def next_questions(
+    model: Recommender,
+    ratings: Mapping[int, float] | Collection[int],
+    skipped: Collection[int],
+    n: int = BATCH_SIZE,
+    exclude: Collection[int] = (),
+    *,
+    first: np.ndarray | list[int] | None = None,
+    config: QuestionConfig = DEFAULT_QUESTIONS,
+    questioner: Questioner | None = None,
+) -> np.ndarray:
+    """The onboarding page's next batch: int64 (<= n,) item indices, adapted to the answers so far.
+
+    ratings: the person's {item: rating} (or just the rated items); skipped: the movies they
+    said (or, by leaving them unrated, showed) they have not seen; exclude: anything else not
+    to ask (e.g. the batch on screen). Before any answer, the batch is the next `n` movies of
+    `first` (the fixed `onboarding_order`) when given; after that, `Questioner.next_questions`
+    with `config`, from `questioner` or `Questioner.of_model(model)`. A model that carries no
+    training interactions falls back to walking `first` (ValueError without one).
+    """
+    rated = {int(item) for item in ratings}
+    skipped = {int(item) for item in skipped}
+    excluded = {int(item) for item in exclude}
+    if not rated and not skipped and first is not None:
+        return np.asarray(next_batch(first, (), excluded, size=n), dtype=np.int64)
+    questioner = questioner if questioner is not None else Questioner.of_model(model)
+    if questioner is None:
+        if first is None:
+            raise ValueError(
+                f"{model!r} carries no training interactions to adapt the questions to; pass first=onboarding_order(model, train)"
+            )
+        return np.asarray(next_batch(first, rated, skipped | excluded, size=n), dtype=np.int64)
+    return questioner.next_questions(rated, skipped, n, excluded, config)

@@ -13,13 +13,29 @@ a pre-activation score). Otherwise they come from leave-one-out re-scoring: the 
 of rating j to item i is `score(i | all ratings) - score(i | all ratings but j)`, computed with
 one fold-in per rated item for all recommended items at once (these need not add up to
 anything). `Recommendation.exact_reasons` says which was used.
+
+The order of the list is not the model's score alone. `recommend_profile` sorts by
+`ranking_values`, a weighted sum of three signals, each standardised over the candidates:
+
+* the model's score: how much the person would like the movie (weight 1);
+* the co-watch score (`CoWatch`, weight `co_watch`): how likely someone who has seen the rated
+  movies is to have seen this one, learned from who rated what in the model's training data.
+  A rating model answers "how much would they like it", not "would they watch it"; the lists
+  are judged (and used) on the second, and a few ratings say far more about it through
+  co-watching than through the latent taste vector;
+* log popularity rank (weight `novelty`): the prior of being watched at all.
+
+The weights were chosen on validation users (`benchmarks/onboarding.py --tune`); the score
+shown beside each movie (`Recommendation.score`, `predicted_rating`) is the model's alone.
 """
 
 from __future__ import annotations
 
 import numbers
+import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -30,6 +46,12 @@ from recengine.models.base import Recommender
 from recengine.onboarding import GOOD_PROFILE_SIZE
 
 __all__ = [
+    "CO_WATCH_MAX_ITEMS",
+    "CO_WATCH_RANGE",
+    "CO_WATCH_REGULARIZATION",
+    "CoWatch",
+    "DEFAULT_CO_WATCH",
+    "co_watch_scores",
     "GENRE_MATCHES",
     "Reason",
     "Recommendation",
@@ -59,17 +81,32 @@ THIN_OVERLAP = 0.6
 NOVELTY_RANGE = (-1.0, 1.0)
 #: The default `novelty`: a rating model predicts how much a person would like a movie, not
 #: whether they would watch it, so on its own it ranks obscure movies with a few glowing
-#: ratings high. A negative novelty weighs in log popularity, the prior of being watched.
-#: Chosen by `benchmarks/onboarding.py --tune` on validation users carved out of the training
-#: users (never the held-out test users): matrix factorisation on ml-100k, best mean NDCG@10
-#: over 5, 10 and 20 onboarding answers on a 0.05 grid (0.368 at -0.25, 0.296 at 0; the
-#: optimum is flat from -0.35 to -0.2).
-DEFAULT_NOVELTY = -0.25
+#: ratings high. A negative novelty weighs in log popularity, the prior of being watched; it
+#: matters most for a profile with few or no ratings, where co-watch has little to say.
+#: Chosen together with `DEFAULT_CO_WATCH`, see there.
+DEFAULT_NOVELTY = -0.5
 #: Default floor on a movie's number of ratings on the recommendation page (few ratings give
 #: noisy predictions); `RecommendationFilter(min_ratings=DEFAULT_MIN_RATINGS)`.
 DEFAULT_MIN_RATINGS = 20
 #: MMR re-ranks at most this many of the best candidates (or 5 * k when larger).
 MMR_POOL = 200
+#: Allowed values of `recommend_profile`'s co-watch weight `co_watch` (0 = the model alone).
+CO_WATCH_RANGE = (0.0, 4.0)
+#: The default `co_watch` weight (in units of the model score's weight, 1). Chosen with
+#: `DEFAULT_NOVELTY` and `CO_WATCH_REGULARIZATION` by `benchmarks/onboarding.py --tune` on
+#: validation users carved out of the training users (never the held-out test users): matrix
+#: factorisation on ml-100k, best mean NDCG@10 over k = 0, 5, 10, 20 revealed ratings of two
+#: kinds of newcomer, one answering the onboarding questions and one rating random movies of
+#: theirs (as through search): 0.518 at (lambda 400, co_watch 1, novelty -0.5) against 0.462
+#: for the best without co-watch (novelty -0.5) and 0.448 for the previous default (co_watch 0,
+#: novelty -0.25). At k=10 onboarding answers that is 0.375 against 0.365, 1.58x popularity's
+#: 0.238. Neighbouring settings (lambda 200-800, co_watch 0.75-1.5, novelty -0.5) are within 0.006.
+DEFAULT_CO_WATCH = 1.0
+#: Ridge weight of `CoWatch` (EASE's lambda), in co-ratings (see `DEFAULT_CO_WATCH`).
+CO_WATCH_REGULARIZATION = 400.0
+#: `CoWatch` learns weights among at most this many of the most-rated items (cost grows with
+#: its cube); 2,000 covers every movie above `DEFAULT_MIN_RATINGS` on ml-100k and ml-latest-small.
+CO_WATCH_MAX_ITEMS = 2000
 
 
 @dataclass(frozen=True)
@@ -147,7 +184,7 @@ class Recommendation:
     """One recommended item.
 
     score: the model's score for the person (a predicted rating for explicit models),
-        before the novelty and diversity re-ranking that decided its position.
+        before the co-watch, novelty and diversity re-ranking that decided its position.
     predicted_rating: `score` clipped to the rating scale for explicit models, else None.
     reasons: the person's ratings, largest contribution first (see the module docstring).
     exact_reasons: True when the model attributed the score exactly (`explain`), False for
@@ -183,30 +220,164 @@ def _check_range(name: str, value: float, bounds: tuple[float, float]) -> float:
     return value
 
 
+# --- co-watch: what people who saw the same movies also saw ----------------------------------
+class CoWatch:
+    """Item-to-item co-watch weights learned from who rated what (EASE, Steck 2019).
+
+    X is the binary users x items matrix of the training data ("has rated", whatever the
+    rating), restricted to the `max_items` most-rated items (the pool; ties to the lower index).
+    The weights B (pool x pool) minimise `|X - X B|^2 + regularization * |B|^2` with a zero
+    diagonal, whose closed form is `B = -P / diag(P)` (column-wise) with
+    `P = (X^T X + regularization * I)^-1`: column j is a ridge regression of "has seen j" on
+    "has seen each other movie". A profile's co-watch score of item j is `sum_{i rated} B[i, j]`,
+    how strongly the rated movies predict that the person has also seen j, whatever they thought
+    of them. Items outside the pool score 0.
+
+    Building costs one pool x pool Gram matrix (a sparse product) and one Cholesky inverse
+    (about 0.5 s for ml-100k's 1,682 items on one core); scoring a profile is a sum of rows.
+    `of_model` builds it once per model and keeps it beside the model, never in it (models
+    shared through `st.cache_resource` are not mutated).
+    """
+
+    def __init__(self, pool: np.ndarray, weights: np.ndarray, n_items: int) -> None:
+        """pool: (p,) int64 item indices; weights: (p, p) float32 B; n_items: catalogue size."""
+        self.pool = np.asarray(pool, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.n_items = int(n_items)
+        self.position = np.full(self.n_items, -1, dtype=np.int64)
+        self.position[self.pool] = np.arange(len(self.pool))
+
+    def __repr__(self) -> str:
+        return f"<CoWatch over {len(self.pool)} of {self.n_items} items>"
+
+    @classmethod
+    def from_interactions(
+        cls,
+        indptr: np.ndarray,
+        items: np.ndarray,
+        n_items: int,
+        regularization: float = CO_WATCH_REGULARIZATION,
+        max_items: int = CO_WATCH_MAX_ITEMS,
+    ) -> CoWatch:
+        """Fit from a users x items CSR pattern: indptr (n_users + 1,) and items (nnz,) int.
+
+        Repeated (user, item) pairs count once. ValueError for a regularization that is not
+        positive or a max_items below 1.
+        """
+        if isinstance(regularization, bool) or not isinstance(regularization, numbers.Real) or not regularization > 0:
+            raise ValueError(f"regularization must be a number > 0, got {regularization!r}")
+        if isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1:
+            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
+        indptr = np.asarray(indptr, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        users = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+        pairs = np.unique(users * n_items + items)
+        users, items = pairs // n_items, pairs % n_items
+        counts = np.bincount(items, minlength=n_items)
+        pool = np.sort(np.argsort(-counts, kind="stable")[: int(max_items)])
+        pool = pool[counts[pool] > 0]
+        position = np.full(n_items, -1, dtype=np.int64)
+        position[pool] = np.arange(len(pool))
+        inside = position[items] >= 0
+        from scipy import sparse  # installed with scikit-learn
+
+        seen = sparse.csr_matrix(
+            (np.ones(int(inside.sum())), (users[inside], position[items[inside]])), shape=(len(indptr) - 1, len(pool))
+        )
+        gram = torch.from_numpy((seen.T @ seen).toarray())
+        gram.diagonal().add_(float(regularization))
+        inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+        weights = -inverse / inverse.diagonal()[None, :]
+        weights.diagonal().zero_()
+        return cls(pool, weights.numpy(), n_items)
+
+    @classmethod
+    def of_model(cls, model: Recommender) -> CoWatch | None:
+        """The co-watch weights of the data `model` was trained on (its training CSR of seen items,
+        kept in every artefact), built once per model and training and then cached; None for a
+        model that carries no training interactions (e.g. built by hand rather than fitted)."""
+        indptr, items = getattr(model, "_seen_indptr", None), getattr(model, "_seen_items", None)
+        if indptr is None or items is None or len(items) == 0:
+            return None
+        with _CO_WATCH_LOCK:
+            cached = _CO_WATCH_CACHE.get(model)
+            if cached is not None and cached[0] is items:
+                return cached[1]
+        built = cls.from_interactions(torch.as_tensor(indptr).numpy(), torch.as_tensor(items).numpy(), model.n_items)
+        with _CO_WATCH_LOCK:
+            _CO_WATCH_CACHE[model] = (items, built)
+        return built
+
+    def scores(self, rated: np.ndarray) -> np.ndarray:
+        """Co-watch scores for profiles given as "has rated" masks.
+
+        rated: (n_items,) or (n_profiles, n_items) bool (or 0/1) masks of the rated items.
+        Returns float64 of the same shape: score_j = sum over rated pool items i of B[i, j];
+        0 for items outside the pool and for empty profiles.
+        """
+        rated = np.asarray(rated)
+        if rated.shape[-1] != self.n_items:
+            raise ValueError(f"rated must have {self.n_items} columns (one per item), got shape {rated.shape}")
+        if rated.ndim == 1:  # one profile: a sum of a few rows
+            positions = self.position[np.flatnonzero(rated)]
+            out = np.zeros(self.n_items, dtype=np.float64)
+            out[self.pool] = self.weights[positions[positions >= 0]].sum(axis=0, dtype=np.float64)
+            return out
+        rows = np.atleast_2d(rated)[:, self.pool].astype(np.float32)
+        out = np.zeros((rows.shape[0], self.n_items), dtype=np.float64)
+        out[:, self.pool] = rows @ self.weights
+        return out.reshape(rated.shape)
+
+
+_CO_WATCH_CACHE: "weakref.WeakKeyDictionary[Recommender, tuple[torch.Tensor, CoWatch]]" = weakref.WeakKeyDictionary()
+_CO_WATCH_LOCK = threading.Lock()
+
+
+def co_watch_scores(model: Recommender, ratings: Mapping[int, float] | Collection[int]) -> np.ndarray:
+    """`CoWatch.of_model(model)` scores (n_items,) float64 of the profile's rated items (the
+    keys of `ratings`); all zeros when the model carries no training interactions."""
+    co_watch = CoWatch.of_model(model)
+    if co_watch is None:
+        return np.zeros(model.n_items, dtype=np.float64)
+    mask = np.zeros(model.n_items, dtype=bool)
+    mask[np.fromiter((int(item) for item in ratings), dtype=np.int64)] = True
+    return co_watch.scores(mask)
+
+
 def ranking_values(
     scores: np.ndarray,
     popularity: np.ndarray,
     keep: np.ndarray,
     novelty: float = 0.0,
+    *,
+    co_watch: np.ndarray | None = None,
+    co_watch_weight: float = 0.0,
 ) -> np.ndarray:
     """What `recommend_profile` sorts by, for one profile or many at once: float64, -inf where not kept.
 
     scores: (n_items,) or (n_profiles, n_items) model scores; popularity: (n_items,) ratings per
     item (catalogue `popularity`); keep: bool, broadcastable to `scores`, True for the
-    candidates. For each row,
+    candidates; co_watch: `CoWatch` scores shaped like `scores` (None: no co-watch term).
+    For each row,
 
-        value_i = z(score_i) + novelty * z(log popularity rank_i)
+        value_i = z(score_i) + co_watch_weight * z(co_watch_i) + novelty * z(log popularity rank_i)
 
     over that row's candidates, z the standardisation over the candidates (zero when they are
-    all equal) and rank 1 the most-rated item (ties share their average rank). Positive
-    novelty pushes well-known items down; negative novelty pulls them up, i.e. weighs in how
-    likely a person is to have seen or to watch the movie.
+    all equal, e.g. the co-watch scores of an empty profile) and rank 1 the most-rated item
+    (ties share their average rank). Positive novelty pushes well-known items down; negative
+    novelty pulls them up, i.e. weighs in how likely a person is to have seen or to watch the
+    movie.
     """
     scores = np.asarray(scores, dtype=np.float64)
     keep = np.broadcast_to(np.asarray(keep, dtype=bool), scores.shape) & np.isfinite(scores)
     rows = np.atleast_2d(scores)
     mask = np.atleast_2d(keep)
     values = _masked_standardise(rows, mask)
+    if co_watch is not None and co_watch_weight != 0.0:
+        co_watch = np.asarray(co_watch, dtype=np.float64)
+        if co_watch.shape != scores.shape:
+            raise ValueError(f"co_watch must have the shape of scores {scores.shape}, got {co_watch.shape}")
+        values = values + float(co_watch_weight) * _masked_standardise(np.atleast_2d(co_watch), mask)
     if novelty != 0.0:
         log_rank = np.log(_popularity_rank(np.asarray(popularity)))
         values = values + float(novelty) * _masked_standardise(np.broadcast_to(log_rank, rows.shape), mask)
@@ -266,9 +437,12 @@ def _reasons_for(
     items: np.ndarray,
     full_scores: np.ndarray,
 ) -> tuple[list[list[Reason]], list[bool]]:
-    """Reasons for each of `items`: exact from `model.explain` when it gives them, else leave-one-out."""
+    """Reasons for each of `items`: exact from `model.explain_many` (one call for all of them)
+    when it gives them, else leave-one-out."""
     titles = catalogue["display_title"].to_numpy()
-    explained = [model.explain(ratings, int(item)) for item in items]
+    explained = model.explain_many(ratings, np.asarray(items, dtype=np.int64))
+    if explained is None:
+        explained = [None] * len(items)
     contributions: list[list[tuple[int, float]]] = [[] for _ in items]
     exact = [pairs is not None for pairs in explained]
     if any(exact):
@@ -366,16 +540,22 @@ def recommend_profile(
     novelty: float | None = None,
     diversity: float = 0.0,
     explain: bool = True,
+    co_watch: float | None = None,
 ) -> list[Recommendation]:
     """The top `k` items for a person described by `ratings` {item_idx: rating}, best first.
 
-    Rated items and items outside `filters` are never recommended.
-    novelty (-1..1, None = `DEFAULT_NOVELTY`) is a signed weight on popularity: items are
-        ranked by `ranking_values`, `z(score) + novelty * z(log popularity rank)` with z the
-        standardisation over the candidates and rank 1 the most-rated item (catalogue
-        `popularity`). Above 0 it pushes well-known movies down (at 1 the model's score and
-        obscurity weigh the same); below 0 it pulls them up, a prior on what people actually
-        watch, which a rating model alone lacks (see `DEFAULT_NOVELTY`); 0 is the model alone.
+    Rated items and items outside `filters` are never recommended. Items are ranked by
+    `ranking_values`: `z(score) + co_watch * z(co-watch score) + novelty * z(log popularity rank)`,
+    z the standardisation over the candidates (see the module docstring).
+    co_watch (0..4, None = `DEFAULT_CO_WATCH`) weighs what people who rated the same movies
+        also rated (`CoWatch`, from the model's training data, so it works with every model
+        family), i.e. how likely the person is to watch the movie, against the model's score,
+        how much they would like it. 0 is the model alone; an empty profile has no co-watch
+        signal. A model that carries no training interactions gets none either.
+    novelty (-1..1, None = `DEFAULT_NOVELTY`) is a signed weight on popularity, rank 1 the
+        most-rated item (catalogue `popularity`). Above 0 it pushes well-known movies down (at
+        1 the model's score and obscurity weigh the same); below 0 it pulls them up, a prior on
+        what people actually watch (see `DEFAULT_NOVELTY`).
     diversity (0..1) re-ranks the best `max(5k, 200)` candidates by maximal marginal relevance
         on the cosine of `model.item_factors()`: relevance (the novelty-adjusted score scaled
         to 0..1) weighted `1 - diversity` against the largest similarity to the items already
@@ -386,6 +566,7 @@ def recommend_profile(
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     novelty = DEFAULT_NOVELTY if novelty is None else _check_range("novelty", novelty, NOVELTY_RANGE)
+    co_watch = DEFAULT_CO_WATCH if co_watch is None else _check_range("co_watch", co_watch, CO_WATCH_RANGE)
     diversity = _check_range("diversity", diversity, (0.0, 1.0))
     if not isinstance(filters, RecommendationFilter):
         raise TypeError(f"filters must be a RecommendationFilter, got {type(filters).__name__}")
@@ -396,7 +577,9 @@ def recommend_profile(
     candidates = np.flatnonzero(keep)
     if candidates.size == 0:
         return []
-    ranking = ranking_values(scores, catalogue["popularity"].to_numpy(), keep, novelty)[candidates]
+    watched = co_watch_scores(model, clean) if co_watch > 0 and clean else None
+    ranking = ranking_values(scores, catalogue["popularity"].to_numpy(), keep, novelty, co_watch=watched, co_watch_weight=co_watch)
+    ranking = ranking[candidates]
     # best first, ties to the lower item index (candidates are sorted ascending)
     order = np.argsort(-ranking, kind="stable")
     if diversity > 0:
@@ -520,3 +703,93 @@ def similar_to(
     else:
         titles = [f"Item {raw}" for raw in model.item_map.ids[items].tolist()]
     return [(int(i), str(t), float(s)) for i, t, s in zip(items.tolist(), titles, scores.tolist())]
+
+
+# --- watch next: next-item models ---------------------------------------------------------------
+#: How many of the latest ratings `watch_next` weighs as reasons (one re-scoring each).
+WATCH_NEXT_RECENT = 10
+
+
+def next_item_chances(model: Recommender, ratings: Mapping[int, float], exclude: np.ndarray | None = None) -> np.ndarray:
+    """The model's chance of each item being the next one watched after `ratings` (oldest first).
+
+    The softmax of the model's next-item scores (what next-item models are trained to predict with
+    a full softmax cross-entropy) over every item but `exclude` (int64 item indices; the rated items
+    by default): (n_items,) float64 summing to 1 over the items not excluded, 0.0 at excluded ones;
+    all zeros when every item is excluded.
+    """
+    scores = _scores(model, ratings).copy()
+    if exclude is None:
+        exclude = np.fromiter((int(item) for item in ratings), dtype=np.int64, count=len(ratings))
+    scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return np.zeros_like(scores)
+    weights = np.exp(scores - scores[finite].max(), where=finite, out=np.zeros_like(scores))
+    return weights / weights.sum()
+
+
+def watch_next(
+    model: Recommender,
+    catalogue: pd.DataFrame,
+    ratings: Mapping[int, float],
+    k: int = 10,
+    filters: RecommendationFilter = RecommendationFilter(),
+    recent: int = WATCH_NEXT_RECENT,
+) -> list[Recommendation]:
+    """The `k` movies a next-item model expects a person to watch next, most likely first.
+
+    model: a next-item model (`model.sequential`). ratings: {item_idx: rating} whose insertion
+        order is the order the movies were watched, oldest first (the model's `fold_in` reads the
+        latest ones; ratings below its `min_rating` are not part of the history).
+    Rated items and items outside `filters` are never listed. Each `Recommendation` has
+        score: `next_item_chances`, the model's chance that this is the next movie among all the
+            unrated ones (filters do not renormalise it), float in [0, 1];
+        predicted_rating: None (next-item models predict what, not how much);
+        reasons: one `Reason` for each of the `recent` latest rated movies, largest first: how much
+            the chance falls when that movie is left out of the history,
+            `chance(i | history) - chance(i | history without j)` (both over the same unrated
+            items); `exact_reasons` is False (leave-one-out re-scoring, one fold-in per reason).
+    Ties in the chance go to the lower item index. There is no popularity prior (`novelty`):
+    the item biases of a next-item model already carry how often each movie is watched.
+    """
+    _check_catalogue(model, catalogue)
+    if not getattr(model, "sequential", False):
+        raise ValueError(
+            f"watch_next needs a next-item model (sequential = True), got {model.name!r}; "
+            "train a sequence model (seq-pooling, seq-lstm, seq-transformer) or use recommend_profile"
+        )
+    for name, value in (("k", k), ("recent", recent)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(filters, RecommendationFilter):
+        raise TypeError(f"filters must be a RecommendationFilter, got {type(filters).__name__}")
+    clean = model._validate_new_ratings(ratings)  # keeps the insertion (viewing) order
+    rated = np.fromiter(clean, dtype=np.int64, count=len(clean))
+    chances = next_item_chances(model, clean, rated)
+    keep = filters.mask(catalogue)
+    keep[rated] = False
+    candidates = np.flatnonzero(keep)
+    chosen = candidates[np.argsort(-chances[candidates], kind="stable")[: int(k)]]
+    out = _recommendations(model, catalogue, clean, chosen, chances, explain=False)
+    latest = rated[::-1][: int(recent)]  # latest first
+    if not len(out) or not len(latest):
+        return out
+    without = np.stack(
+        [
+            next_item_chances(model, {j: r for j, r in clean.items() if j != left_out}, rated)[chosen]
+            for left_out in latest.tolist()
+        ]
+    )
+    contributions = chances[chosen][None, :] - without  # (len(latest), len(chosen))
+    titles = catalogue["display_title"].to_numpy()
+    reasons_of = []
+    for column in range(len(chosen)):
+        order = np.argsort(-contributions[:, column], kind="stable")  # ties: the more recent first
+        reasons_of.append(
+            [
+                Reason(int(latest[r]), str(titles[latest[r]]), clean[int(latest[r])], float(contributions[r, column]))
+                for r in order
+            ]
+        )
+    return [Recommendation(**{**vars(rec), "reasons": reasons}) for rec, reasons in zip(out, reasons_of, strict=True)]

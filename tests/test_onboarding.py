@@ -12,9 +12,13 @@ import pytest
 
 from recengine.data.dataset import Dataset, IdMap
 from recengine.onboarding import (
+    BATCH_SIZE,
     GOOD_PROFILE_SIZE,
     RATING_CHOICES,
+    QuestionConfig,
+    Questioner,
     next_batch,
+    next_questions,
     onboarding_order,
     popularity_floor,
     progress_message,
@@ -253,7 +257,7 @@ def test_reveal_random_draws_distinct_positions_reproducibly(bench) -> None:
 def test_split_newcomers_partitions_each_users_ratings(bench) -> None:
     data = newcomers()
     order = np.array([4, 0, 5, 7, 6, 3])
-    revealed, remaining = bench.split_newcomers(data, lambda items, ratings: bench.reveal_by_order(order, items, 2))
+    revealed, remaining = bench.split_newcomers(data, lambda items, ratings, user: bench.reveal_by_order(order, items, 2))
     assert bench.profiles(revealed) == {0: {4: 4.0, 6: 5.0}, 1: {0: 3.0, 5: 1.0}}
     assert bench.profiles(remaining) == {0: {1: 2.0}, 1: {2: 2.5, 3: 4.5}}
     assert len(revealed) + len(remaining) == len(data)
@@ -330,3 +334,230 @@ def test_evaluate_newcomers_on_synthetic_data(bench) -> None:
             assert 0.0 <= value <= 1.0
         assert result.rmse > 0
     assert five.line().startswith("k=5 ndcg@10=")
+
+
+def test_newcomers_rank_as_the_page_does_with_co_watch(bench) -> None:
+    import torch
+
+    from recengine.data.synthetic import generate_synthetic
+    from recengine.recommend import CoWatch
+
+    data = generate_synthetic(n_users=120, n_items=80, n_interactions=4000, n_factors=4, seed=3)
+    mask = data.users >= 100
+    train, heldout = data.subset(~mask, "train"), data.subset(mask, "heldout")
+    model = StaticFactors(np.random.default_rng(0).normal(size=(80, 4)) * 0.3)
+    indptr, items, _ = train.user_item_csr()  # what fit() leaves on a model: the training pattern
+    model._seen_indptr, model._seen_items = torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
+    counts = train.item_popularity()
+    floor = int(np.median(counts))
+    order = onboarding_order(model, train, min_popularity=1)
+    newcomers = bench.Newcomers(model, train, heldout, order, ks=(0, 5), seed=1, min_ratings=floor)
+    co_watch = CoWatch.of_model(model)
+    users = np.arange(100, 120)
+    for reveal in (newcomers.onboarding[5], newcomers.random[5]):
+        fast = newcomers.ranking(reveal, co_watch, 0.8, -0.3)(users).numpy()
+        page = bench.product_scores(model, reveal.known, counts, counts >= floor, -0.3, co_watch=0.8)(users).numpy()
+        assert np.array_equal(np.isinf(fast), np.isinf(page))
+        np.testing.assert_allclose(fast[np.isfinite(fast)], page[np.isfinite(page)], atol=1e-5)
+        # with co-watch the ranking differs from the model and popularity alone
+        plain = newcomers.ranking(reveal, co_watch, 0.0, -0.3)(users).numpy()
+        assert not np.allclose(fast[np.isfinite(fast)], plain[np.isfinite(plain)])
+    results = newcomers.results(co_watch, 0.8, -0.3)
+    again = bench.evaluate_newcomers(model, train, heldout, order, ks=(0, 5), seed=1, novelty=-0.3, min_ratings=floor, co_watch=0.8)
+    assert [r.ndcg for r in results] == [r.ndcg for r in again]
+    assert [r.random_common for r in results] == [r.random_common for r in again]
+    zero, five = results
+    assert zero.popularity_random == zero.popularity  # nothing revealed: the same targets
+    from recengine.evaluation import ranking_metrics
+
+    popularity = bench.constant_scores(counts.astype(np.float32))
+    random_revealed = newcomers.random[5]
+    expected = ranking_metrics(popularity, random_revealed.revealed, random_revealed.remaining, metrics=["ndcg"])["ndcg@10"]
+    assert five.popularity_random == pytest.approx(expected)
+    skipped = newcomers.results(co_watch, 0.8, -0.3, common=False)
+    assert [r.ndcg for r in skipped] == [r.ndcg for r in results] and math.isnan(skipped[1].ndcg_common)
+
+
+def test_result_lines_keep_the_issue_format(bench) -> None:
+    result = bench.NewcomerResult(
+        k=10, ndcg=0.33571, popularity=0.22034, random=0.64031, rmse=0.96771, revealed=10.0, shown=40.5,
+        ndcg_common=0.31049, random_common=0.42381, popularity_random=0.47642,
+    )
+    assert result.line() == "k=10 ndcg@10=0.3357 popularity=0.2203 random=0.6403 rmse=0.9677"
+    assert result.same_targets_line() == (
+        "same-targets k=10 onboarding=0.3105 random=0.4238 popularity_onboarding_targets=0.2203 popularity_random_targets=0.4764"
+    )
+    implicit = bench.NewcomerResult(10, 0.3, 0.2, 0.4, float("nan"), 10.0, 40.0, 0.3, 0.3, 0.5)
+    assert implicit.line().endswith("rmse=n/a")
+
+
+# --- adaptive questions ---------------------------------------------------------------------------
+def block_interactions() -> tuple[np.ndarray, np.ndarray]:
+    """A users x items CSR pattern (indptr, items) over 14 items: users 0-19 watch block A
+    (items 0-5), users 20-39 block B (items 6-11), each all of their block but one (item u % 6 of
+    it); everyone watches items 12 and 13."""
+    users, items = [], []
+    for user in range(40):
+        block = range(0, 6) if user < 20 else range(6, 12)
+        chosen = [item for item in block if item % 6 != user % 6] + [12, 13]
+        users += [user] * len(chosen)
+        items += chosen
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=40))])
+    return indptr, np.array(items)
+
+
+BLOCK_A, BLOCK_B = set(range(6)), set(range(6, 12))
+ASK_ANY = QuestionConfig(lift=0.5, design=0.0, min_popularity=1)
+
+
+def brute_force_seen(indptr: np.ndarray, items: np.ndarray, n_items: int, rated: list[int], skipped: list[int]) -> np.ndarray:
+    """The linear conditional expectation of "has seen" from a dense matrix, written out plainly."""
+    seen = np.zeros((len(indptr) - 1, n_items))
+    for user in range(len(indptr) - 1):
+        seen[user, items[indptr[user] : indptr[user + 1]]] = 1.0
+    prior = seen.mean(axis=0)
+    covariance = (seen - prior).T @ (seen - prior) / len(seen)
+    answered = rated + skipped
+    ridge = 0.1 * np.mean(np.diag(covariance))
+    block = covariance[np.ix_(answered, answered)] + ridge * np.eye(len(answered))
+    observed = np.array([1.0] * len(rated) + [0.0] * len(skipped))
+    expected = prior + covariance[:, answered] @ np.linalg.solve(block, observed - prior[answered])
+    expected = np.clip(expected, 1e-3, 1.0)
+    expected[skipped], expected[rated] = 1e-3, 1.0
+    return expected
+
+
+def test_seen_probability_is_the_conditional_expectation_of_having_seen() -> None:
+    indptr, items = block_interactions()
+    questioner = Questioner.from_interactions(indptr, items, 14)
+    # 20 users per block, each missing item u % 6 of it: items 0, 1 (users 0, 6, 12, 18 and 1, 7, 13, 19)
+    # and 8, 9 (users 20, 26, 32, 38 and 21, 27, 33, 39) are missed by 4 users, the others by 3
+    np.testing.assert_allclose(questioner.prior, np.array([16, 16, 17, 17, 17, 17, 17, 17, 16, 16, 17, 17, 40, 40]) / 40)
+    np.testing.assert_allclose(questioner.seen_probability((), ()), questioner.prior)
+    for rated, skipped in (([0], []), ([], [0, 1]), ([2, 7], [3]), ([0, 1, 2], [6, 8])):
+        np.testing.assert_allclose(
+            questioner.seen_probability(rated, skipped), brute_force_seen(indptr, items, 14, rated, skipped), rtol=1e-5, atol=1e-6
+        )
+    after_a = questioner.seen_probability([0], [])
+    assert after_a[[1, 2, 3, 4, 5]].min() > 0.7 > 0.05 > after_a[list(BLOCK_B)].max()  # one answer moves it a lot
+    after_skip = questioner.seen_probability([], [0, 1])
+    assert after_skip[list(BLOCK_B)].min() > questioner.prior[6:12].max() and after_skip[2:6].max() < questioner.prior[2:6].min()
+
+
+def test_next_questions_follow_the_block_the_answers_point_to() -> None:
+    indptr, items = block_interactions()
+    questioner = Questioner.from_interactions(indptr, items, 14)
+    assert set(questioner.next_questions({0}, (), 4, config=ASK_ANY).tolist()) <= BLOCK_A - {0}
+    assert set(questioner.next_questions({7}, (), 4, config=ASK_ANY).tolist()) <= BLOCK_B - {7}
+    # "haven't seen" two movies of A: the next ones come from B
+    assert set(questioner.next_questions((), {0, 1}, 4, config=ASK_ANY).tolist()) <= BLOCK_B
+    # lift 0 asks what the person has most surely seen: the movies everybody watched
+    assert questioner.next_questions({0}, (), 2, config=QuestionConfig(lift=0.0, min_popularity=1)).tolist() == [12, 13]
+
+
+def test_next_questions_never_repeat_and_run_out_cleanly() -> None:
+    indptr, items = block_interactions()
+    questioner = Questioner.from_interactions(indptr, items, 14)
+    rated, skipped, exclude = {0: 4.0, 3: 2.0}, {6, 12}, {1, 13}
+    batch = questioner.next_questions(rated, skipped, 20, exclude, config=ASK_ANY)
+    assert batch.dtype == np.int64
+    assert sorted(batch.tolist()) == sorted(set(range(14)) - set(rated) - skipped - exclude)
+    assert np.array_equal(batch, questioner.next_questions(rated, skipped, 20, exclude, config=ASK_ANY))  # deterministic
+    assert questioner.next_questions(set(range(14)), (), 6, config=ASK_ANY).tolist() == []
+    # the popularity floor: items 0, 1, 8, 9 (16 ratings) are never asked with min_popularity 17
+    floor = QuestionConfig(lift=0.5, min_popularity=17)
+    assert sorted(questioner.next_questions((), {2}, 14, config=floor).tolist()) == [3, 4, 5, 6, 7, 10, 11, 12, 13]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n must be"):
+            questioner.next_questions((), (), bad)
+    with pytest.raises(ValueError, match=r"rated must hold item indices in 0\.\.13, got 14"):
+        questioner.next_questions({14: 3.0}, (), 3)
+
+
+def test_design_term_matches_a_brute_force_greedy_batch() -> None:
+    indptr, items = block_interactions()
+    factors = np.random.default_rng(4).normal(size=(14, 3))
+    questioner = Questioner.from_interactions(indptr, items, 14, factors=factors)
+    config = QuestionConfig(lift=0.75, design=2.0, min_popularity=1)
+    rated, skipped = [2, 8], [9]
+    seen = questioner.seen_probability(rated, skipped)
+    value = np.log(seen) - 0.75 * np.log(questioner.prior)
+    precision = np.mean(np.sum(factors**2, axis=1)) * np.eye(3) + factors[rated].T @ factors[rated]
+    left = [item for item in range(14) if item not in rated + skipped]
+    expected = []
+    for _ in range(5):
+        inverse = np.linalg.inv(precision)
+        gains = [value[i] + 2.0 * math.log1p(factors[i] @ inverse @ factors[i]) for i in left]
+        chosen = left[int(np.argmax(gains))]
+        expected.append(chosen)
+        left.remove(chosen)
+        precision = precision + seen[chosen] * np.outer(factors[chosen], factors[chosen])
+    assert questioner.next_questions(rated, skipped, 5, config=config).tolist() == expected
+    # without the design term the batch is the top of `value` alone
+    plain = questioner.next_questions(rated, skipped, 5, config=QuestionConfig(lift=0.75, design=0.0, min_popularity=1))
+    assert plain.tolist() == [i for i in np.argsort(-value, kind="stable").tolist() if i not in rated + skipped][:5]
+
+
+def test_question_config_validation() -> None:
+    for name in ("lift", "design", "evidence"):
+        for bad in (-0.1, float("nan"), float("inf"), True, "1"):
+            with pytest.raises(ValueError, match=name):
+                QuestionConfig(**{name: bad})
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="min_popularity"):
+            QuestionConfig(min_popularity=bad)
+    assert QuestionConfig(lift=0.0, design=0.0, evidence=0.0).evidence == 0.0
+
+
+def test_next_questions_for_a_model_start_with_the_fixed_order_then_adapt() -> None:
+    import torch
+
+    indptr, items = block_interactions()
+    model = StaticFactors(np.random.default_rng(0).normal(size=(14, 3)))
+    first = np.array([12, 0, 6, 13, 1, 7, 2, 8])
+    # no training interactions: walk the fixed order, and say how to fix a missing one
+    assert next_questions(model, {}, set(), 3, first=first).tolist() == [12, 0, 6]
+    assert next_questions(model, {0: 4.0}, {12}, 3, {6}, first=first).tolist() == [13, 1, 7]
+    with pytest.raises(ValueError, match="first=onboarding_order"):
+        next_questions(model, {0: 4.0}, set(), 3)
+    model._seen_indptr, model._seen_items = torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
+    questioner = Questioner.of_model(model)
+    assert questioner is Questioner.of_model(model)  # built once per model
+    assert next_questions(model, {}, set(), BATCH_SIZE, {12}, first=first).tolist() == [0, 6, 13, 1, 7, 2]  # first batch
+    adapted = next_questions(model, {0: 4.0}, {12, 6, 13}, 4, first=first, config=ASK_ANY)
+    assert set(adapted.tolist()) <= BLOCK_A and np.array_equal(adapted, questioner.next_questions({0}, {12, 6, 13}, 4, config=ASK_ANY))
+
+
+def test_adaptive_walk_is_the_page_batch_by_batch(bench) -> None:
+    import torch
+
+    indptr, items = block_interactions()
+    model = StaticFactors(np.random.default_rng(0).normal(size=(14, 3)))
+    model._seen_indptr, model._seen_items = torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
+    questioner = Questioner.of_model(model)
+    first = np.array([12, 6, 13, 7, 0, 8])
+    user_items, user_ratings = np.array([1, 2, 3, 4, 12]), np.array([5.0, 4.0, 3.0, 2.0, 1.0])  # a block-A newcomer
+    walk = bench.adaptive_walk(model, questioner, first, user_items, user_ratings, ASK_ANY, n_rated=4, batch_size=3)
+    # replay the page: batch after batch from the answers so far
+    rated, skipped, expected = {}, set(), []
+    while len(rated) < 4:
+        batch = next_questions(model, rated, skipped, 3, first=first, config=ASK_ANY, questioner=questioner).tolist()
+        expected += batch
+        for item in batch:
+            (rated.__setitem__(item, 1.0) if item in user_items else skipped.add(item))
+    assert walk.tolist() == expected
+    assert walk[:3].tolist() == [12, 6, 13]  # the fixed order's head, then block A: no more B movies asked
+    assert set(walk[3:].tolist()) <= BLOCK_A
+    assert len(set(walk.tolist())) == len(walk)
+    assert bench.movies_shown(walk, user_items, 4) <= len(walk)
+    capped = bench.adaptive_walk(model, questioner, first, user_items, user_ratings, ASK_ANY, n_rated=20, max_shown=5, batch_size=3)
+    assert len(capped) == 6  # stops after the batch that crosses max_shown
+    walks = bench.adaptive_walks(model, questioner, first, newcomers_on(14), ASK_ANY)
+    assert set(walks) == {0, 1}
+    assert all(len(set(w.tolist())) == len(w) for w in walks.values())
+
+
+def newcomers_on(n_items: int) -> Dataset:
+    """Two newcomers over `n_items` items: 0 rated items 1, 2, 3; 1 rated items 7, 8, 12; user 2 rated nothing."""
+    users, items, ratings = np.array([0, 0, 0, 1, 1, 1]), np.array([1, 2, 3, 7, 8, 12]), np.array([4.0, 3.0, 5.0, 2.0, 4.0, 3.5])
+    return Dataset.from_arrays("newcomers", users, items, ratings, user_map=IdMap(np.arange(3)), item_map=IdMap(np.arange(n_items)))

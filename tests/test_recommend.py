@@ -7,11 +7,15 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from recengine.data.dataset import Dataset, IdMap, make_catalogue
 from recengine.models.base import create_model
 from recengine.recommend import (
+    CO_WATCH_RANGE,
+    DEFAULT_CO_WATCH,
     DEFAULT_NOVELTY,
+    CoWatch,
     NOVELTY_RANGE,
     Recommendation,
     RecommendationFilter,
@@ -20,6 +24,7 @@ from recengine.recommend import (
     popularity_overlap,
     popularity_ranking,
     profile_is_thin,
+    co_watch_scores,
     ranking_values,
     recommend_profile,
     similar_to,
@@ -291,7 +296,7 @@ def small_mf():
 def test_exact_reasons_on_mf_sum_to_the_score_difference(small_mf) -> None:
     model, data = small_mf
     ratings = {3: 5.0, 10: 1.0, 17: 4.0, 25: 3.5, 40: 2.5}
-    recs = recommend_profile(model, data.catalogue, ratings, k=8, novelty=0.0)
+    recs = recommend_profile(model, data.catalogue, ratings, k=8, novelty=0.0, co_watch=0.0)  # the model's order
     baseline = model.score_folded(model.fold_in({})).double().numpy()
     for rec in recs:
         assert rec.exact_reasons is True
@@ -377,3 +382,129 @@ def test_similar_to_matches_cosine_brute_force_and_filters() -> None:
     assert [item for item, _, _ in popular_only] == kept
     with pytest.raises(ValueError, match="catalogue"):
         similar_to(model, 4, 3, filters=RecommendationFilter(min_ratings=7))
+
+
+# --- co-watch -----------------------------------------------------------------------------------
+def csr_of(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, items) of a users x items pattern given as each user's item list."""
+    indptr = np.concatenate([[0], np.cumsum([len(row) for row in rows])]).astype(np.int64)
+    items = np.array([item for row in rows for item in row], dtype=np.int64)
+    return indptr, items
+
+
+def with_training(model: FixedFactors, rows: list[list[int]]) -> FixedFactors:
+    """`model` carrying a training pattern, as a fitted (or loaded) model does."""
+    indptr, items = csr_of(rows)
+    model._seen_indptr, model._seen_items = torch.from_numpy(indptr), torch.from_numpy(items)
+    return model
+
+
+def test_co_watch_weights_by_hand() -> None:
+    # users {A, B}, {A}, {B}: X^T X = [[2, 1], [1, 2]]; with lambda 1, each column is the ridge
+    # regression of one item on the other: b = (2 + 1)^-1 * 1 = 1/3.
+    indptr, items = csr_of([[0, 1], [0], [1]])
+    co_watch = CoWatch.from_interactions(indptr, items, 2, regularization=1.0)
+    np.testing.assert_allclose(co_watch.weights, [[0.0, 1 / 3], [1 / 3, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(co_watch.scores(np.array([True, False])), [0.0, 1 / 3], atol=1e-7)
+    np.testing.assert_allclose(co_watch.scores(np.array([[True, True], [False, False]])), [[1 / 3, 1 / 3], [0.0, 0.0]], atol=1e-7)
+
+
+def test_co_watch_weights_match_per_column_ridge_regressions() -> None:
+    rng = np.random.default_rng(4)
+    dense = rng.random((30, 7)) < 0.4
+    rows = [np.flatnonzero(row).tolist() + np.flatnonzero(row)[:1].tolist() for row in dense]  # a repeat counts once
+    indptr, items = csr_of(rows)
+    co_watch = CoWatch.from_interactions(indptr, items, 7, regularization=2.5)
+    x = dense.astype(float)
+    for j in range(7):
+        others = [i for i in range(7) if i != j]
+        expected = np.linalg.solve(x[:, others].T @ x[:, others] + 2.5 * np.eye(6), x[:, others].T @ x[:, j])
+        np.testing.assert_allclose(co_watch.weights[others, j], expected, rtol=1e-5, atol=1e-6)
+        assert co_watch.weights[j, j] == 0.0
+    profile = np.zeros(7, dtype=bool)
+    profile[[1, 4]] = True
+    np.testing.assert_allclose(co_watch.scores(profile), co_watch.weights[1] + co_watch.weights[4], rtol=1e-6)
+
+
+def test_co_watch_keeps_the_most_rated_items_and_scores_the_rest_zero() -> None:
+    # item counts: 0 -> 3, 1 -> 1, 2 -> 3, 3 -> 2, 4 -> 0
+    indptr, items = csr_of([[0, 2, 3], [0, 2, 3], [0, 1, 2]])
+    co_watch = CoWatch.from_interactions(indptr, items, 5, regularization=1.0, max_items=3)
+    assert co_watch.pool.tolist() == [0, 2, 3]
+    scores = co_watch.scores(np.array([True, True, False, False, False]))
+    assert scores[1] == 0.0 and scores[4] == 0.0  # outside the pool
+    assert scores[2] > 0 and scores[3] > 0  # watched with item 0
+    everything = CoWatch.from_interactions(indptr, items, 5, regularization=1.0)
+    assert everything.pool.tolist() == [0, 1, 2, 3]  # never-rated items are left out
+    for bad in ({"regularization": 0.0}, {"regularization": -1.0}, {"max_items": 0}, {"max_items": 2.5}):
+        with pytest.raises(ValueError):
+            CoWatch.from_interactions(indptr, items, 5, **bad)
+    with pytest.raises(ValueError, match="5 columns"):
+        co_watch.scores(np.zeros(4, dtype=bool))
+
+
+def test_co_watch_of_a_model_is_built_once_per_training() -> None:
+    model = with_training(FixedFactors(np.zeros((3, 1))), [[0, 1], [0, 1], [2]])
+    first = CoWatch.of_model(model)
+    assert first is CoWatch.of_model(model)
+    expected = CoWatch.from_interactions(*csr_of([[0, 1], [0, 1], [2]]), 3)
+    np.testing.assert_array_equal(first.weights, expected.weights)
+    np.testing.assert_allclose(co_watch_scores(model, {0: 4.0}), expected.scores(np.array([True, False, False])))
+    with_training(model, [[0, 2], [0, 2]])  # trained again: new weights
+    again = CoWatch.of_model(model)
+    assert again is not first and again.pool.tolist() == [0, 2]
+    after_first = again.scores(np.array([True, False, False]))
+    assert after_first[1] == 0.0 and after_first[2] > 0
+    bare = FixedFactors(np.zeros((3, 1)))  # built by hand: no training interactions
+    assert CoWatch.of_model(bare) is None
+    assert co_watch_scores(bare, {0: 4.0}).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_ranking_values_blend_is_the_weighted_sum_of_standardised_signals() -> None:
+    scores = np.array([4.0, 3.0, 2.0, 5.0])
+    co_watch = np.array([0.0, 0.6, 0.2, 0.1])
+    popularity = np.array([10, 40, 20, 30])
+    keep = np.array([True, True, True, False])
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    # candidates 0..2: z(scores) = [1.22, 0, -1.22], z(co_watch) = [-1.07, 1.34, -0.27]
+    # popularity ranks [4, 1, 3] -> z(log rank)
+    log_rank = np.log([4.0, 1.0, 3.0])
+    values = ranking_values(scores, popularity, keep, -0.3, co_watch=co_watch, co_watch_weight=2.0)
+    expected = z(scores[:3]) + 2.0 * z(co_watch[:3]) - 0.3 * z(log_rank)
+    np.testing.assert_allclose(values[:3], expected, atol=1e-12)
+    assert values[3] == -np.inf
+    assert np.argmax(values) == 1  # the co-watch favourite wins at this weight
+    # weight 0, or no co-watch scores, is the model alone
+    alone = ranking_values(scores, popularity, keep, -0.3)
+    np.testing.assert_allclose(ranking_values(scores, popularity, keep, -0.3, co_watch=co_watch, co_watch_weight=0.0), alone)
+    # an empty profile's co-watch scores are all equal: they add nothing
+    np.testing.assert_allclose(ranking_values(scores, popularity, keep, -0.3, co_watch=np.zeros(4), co_watch_weight=2.0), alone)
+    # many profiles at once, row by row
+    stacked = np.stack([co_watch, co_watch])
+    both = ranking_values(np.stack([scores, scores[::-1]]), popularity, keep, -0.3, co_watch=stacked, co_watch_weight=2.0)
+    np.testing.assert_allclose(both[0], values)
+    with pytest.raises(ValueError, match="shape"):
+        ranking_values(scores, popularity, keep, co_watch=co_watch[:3], co_watch_weight=1.0)
+
+
+def test_recommend_profile_weighs_in_what_people_who_rated_the_same_also_rated() -> None:
+    # The model prefers items 1, 2, 3 in that order; everyone who rated item 0 also rated item 3.
+    bias = np.array([3.0, 4.0, 3.9, 3.8, 3.0])
+    training = [[0, 3], [0, 3], [0, 3], [1], [2], [1, 2], [4]]
+    model = with_training(FixedFactors(np.zeros((5, 1)), bias), training)
+    catalogue = catalogue_for(5)  # equal popularity: the novelty term is zero
+    ratings = {0: 4.0}
+    alone = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=4, co_watch=0.0)]
+    assert alone == [1, 2, 3, 4]
+    blended = recommend_profile(model, catalogue, ratings, k=4, co_watch=1.0)
+    watched = CoWatch.of_model(model).scores(np.array([True, False, False, False, False]))
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    expected = np.argsort(-(z(bias[1:]) + 1.0 * z(watched[1:])), kind="stable") + 1
+    assert [r.item_idx for r in blended] == expected.tolist() and blended[0].item_idx == 3
+    assert [r.score for r in blended] == pytest.approx([bias[r.item_idx] for r in blended])  # the shown score is the model's
+    default = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=4)]
+    assert default == [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=4, co_watch=DEFAULT_CO_WATCH)]
+    assert CO_WATCH_RANGE[0] < DEFAULT_CO_WATCH <= CO_WATCH_RANGE[1]
+    for bad in (-0.1, 4.5, "lots", True):
+        with pytest.raises(ValueError, match="co_watch"):
+            recommend_profile(model, catalogue, ratings, co_watch=bad)
