@@ -65,6 +65,18 @@ figure = charts.latent_map(
     you=you,
 )
 
+if profile.ratings and you is None:
+    why = (
+        "reads your history and scores the movies with separate output weights, not with the movie vectors drawn here"
+        if model.sequential
+        else "describes you by something other than a vector in the movies' space"
+    )
+    st.info(
+        f"**No “you are here” marker:** {choice.model} {why}, so no point on this map stands for you. "
+        "Your ratings and recommendations are still marked.",
+        icon="ℹ️",
+    )
+
 chart_column, detail_column = st.columns([3, 1], gap="medium")
 with chart_column:
     if n_components == 3:
@@ -78,8 +90,10 @@ with chart_column:
 with detail_column:
     if selected_item is None:
         st.markdown("**Click a movie** to see its neighbours and rate it.")
-        if profile.ratings:
+        if you is not None:
             st.caption("★ your ratings · ◆ recommended for you · ✕ you: movies further along the dotted arrow score higher for you.")
+        elif profile.ratings:
+            st.caption("★ your ratings · ◆ recommended for you.")
         else:
             st.caption("Rate movies and you appear on the map, with your ratings and recommendations highlighted.")
     else:

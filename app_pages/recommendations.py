@@ -9,16 +9,25 @@ from recengine.recommend import (
     DEFAULT_MIN_RATINGS,
     DEFAULT_NOVELTY,
     NOVELTY_RANGE,
+    WATCH_NEXT_RECENT,
     Recommendation,
     RecommendationFilter,
     compare_models,
     popularity_overlap,
     profile_is_thin,
     recommend_profile,
+    watch_next,
 )
 from ui import cached, runs, state, widgets
 
 REASONS_SHOWN = 3
+#: The next-item model of the "Watch next" tab, when registered (else the first sequential one).
+WATCH_NEXT_MODEL = "seq-transformer"
+#: Next-item models learn from every user's time-ordered history but its last movie (held out for
+#: their test figures); a random split would punch holes in the sequences they learn from.
+WATCH_NEXT_SPLIT = "last"
+HISTORY_SHOWN = 5
+FOLLOWS_SHOWN = 2
 #: Default floor on a movie's number of ratings (few ratings, noisy predictions).
 MIN_RATINGS = DEFAULT_MIN_RATINGS
 SHARED_ROW = "background-color: rgba(255, 196, 0, 0.28)"
@@ -95,8 +104,12 @@ filters = RecommendationFilter(
     min_ratings=int(min_ratings),
 )
 
-# --- the honest flag ------------------------------------------------------------------------------------
-if profile_is_thin(model, profile.ratings, train):
+
+# --- the three views -------------------------------------------------------------------------------------
+def show_thin_profile_flag() -> None:
+    """The honest flag: say so when the list cannot be personal yet."""
+    if not profile_is_thin(model, profile.ratings, train):
+        return
     overlap = popularity_overlap(model, profile.ratings, train)
     if len(profile.ratings) < GOOD_PROFILE_SIZE:
         st.warning(
@@ -111,36 +124,107 @@ if profile_is_thin(model, profile.ratings, train):
             icon="🌱",
         )
 
-for_you, side_by_side = st.tabs(["For you", "Compare two models"])
 
-# --- for you ----------------------------------------------------------------------------------------------
-with for_you:
+def show_for_you() -> None:
+    """The top movies for the profile from the sidebar's model, with the ratings behind each."""
+    show_thin_profile_flag()
     recommendations = recommend_profile(
         model, catalogue, profile.ratings, k=int(k), filters=filters, novelty=novelty, diversity=diversity
     )
     if not recommendations:
         st.info("No movie passes these filters. Widen the years or genres, or lower the minimum number of ratings.", icon="🔎")
+        return
+    st.dataframe(
+        recommendation_frame(recommendations, model.explicit),
+        column_config={
+            "Title": st.column_config.TextColumn(width=300),
+            "Genres": st.column_config.TextColumn(width=170),
+            "Because you rated": st.column_config.TextColumn(help="Your ratings that raise this movie's score most"),
+            **score_column(model.explicit),
+        },
+        width="stretch",
+        height=min(38 + 35 * len(recommendations), 740),
+    )
+    if recommendations[0].exact_reasons:
+        how = "Reasons are exact: each of your ratings' share of the score, as the model computes it. "
     else:
-        st.dataframe(
-            recommendation_frame(recommendations, model.explicit),
-            column_config={
-                "Title": st.column_config.TextColumn(width=300),
-                "Genres": st.column_config.TextColumn(width=170),
-                "Because you rated": st.column_config.TextColumn(help="Your ratings that raise this movie's score most"),
-                **score_column(model.explicit),
-            },
-            width="stretch",
-            height=min(38 + 35 * len(recommendations), 740),
-        )
-        if recommendations[0].exact_reasons:
-            how = "Reasons are exact: each of your ratings' share of the score, as the model computes it. "
-        else:
-            how = "Reasons are estimated by leaving each of your ratings out in turn and re-scoring. "
-        scale = "Predicted ratings are on the dataset's scale." if model.explicit else "Scores rank movies; they are not ratings."
-        st.caption(how + scale)
+        how = "Reasons are estimated by leaving each of your ratings out in turn and re-scoring. "
+    scale = "Predicted ratings are on the dataset's scale." if model.explicit else "Scores rank movies; they are not ratings."
+    st.caption(how + scale)
 
-# --- two models side by side --------------------------------------------------------------------------------
-with side_by_side:
+
+def follows_text(rec: Recommendation) -> str:
+    """ "follows Alien, Aliens": the recent movies that raise this one's chance of coming next most."""
+    raising = [reason for reason in rec.reasons if reason.contribution > 0][:FOLLOWS_SHOWN]
+    if not raising:
+        return "a common next pick, whatever you watched last"
+    return "follows " + ", ".join(parse_title(reason.title)[0] for reason in raising)
+
+
+def watch_next_frame(picks: list[Recommendation]) -> pd.DataFrame:
+    """One row per next-movie pick, numbered from 1, for st.dataframe (chance in percent)."""
+    return pd.DataFrame(
+        {
+            "Title": [parse_title(rec.title)[0] for rec in picks],
+            "Year": [rec.year for rec in picks],
+            "Genres": [" · ".join(rec.genres) for rec in picks],
+            "Chance": [100.0 * rec.score for rec in picks],
+            "Why": [follows_text(rec) for rec in picks],
+        },
+        index=pd.RangeIndex(1, len(picks) + 1, name="#"),
+    )
+
+
+def show_watch_next() -> None:
+    """What a next-item model expects you to watch next, reading your ratings in the order you gave them."""
+    sequential = cached.sequential_models()
+    if not sequential:
+        st.info("No next-item model is registered, so there is no watch-next list.", icon="ℹ️")
+        return
+    if len(sequential) > 1:
+        default = sequential.index(WATCH_NEXT_MODEL) if WATCH_NEXT_MODEL in sequential else 0
+        name = st.segmented_control(
+            "Next-item model", sequential, default=sequential[default], key="rec-next-model",
+            help="Models that read your movies as a sequence and predict the next one",
+        ) or sequential[default]
+    else:
+        name = sequential[0]
+    next_choice = state.ModelChoice(choice.dataset, name, WATCH_NEXT_SPLIT, state.APP_SEED, state.app_hyper(name))
+    next_model = cached.model(next_choice)
+    picks = watch_next(next_model, catalogue, profile.ratings, k=int(k), filters=filters)
+    history = [catalogue["display_title"].iat[item] for item in list(profile.ratings)[-HISTORY_SHOWN:]]
+    earlier = "… → " if len(profile.ratings) > HISTORY_SHOWN else ""
+    st.markdown(f"**Your movies in the order you rated them:** {widgets.md(earlier + ' → '.join(history))} *(latest)*")
+    if not picks:
+        st.info("No movie passes these filters. Widen the years or genres, or lower the minimum number of ratings.", icon="🔎")
+        return
+    st.dataframe(
+        watch_next_frame(picks),
+        column_config={
+            "Title": st.column_config.TextColumn(width=240),
+            "Year": st.column_config.NumberColumn(format="%d", width=60),
+            "Genres": st.column_config.TextColumn(width=170),
+            "Chance": st.column_config.NumberColumn(
+                format="%.1f%%", width="small",
+                help="The model's chance that this is your next movie, among all you have not rated",
+            ),
+            "Why": st.column_config.TextColumn(
+                help=f"Of your {WATCH_NEXT_RECENT} latest ratings, those without which this movie's chance would drop most"
+            ),
+        },
+        width="stretch",
+        height=min(38 + 35 * len(picks), 740),
+    )
+    st.caption(
+        f"**{name}** reads your latest movies as a sequence (the order you rated them stands for the order you "
+        "watched them) and predicts the next one: what counts is which movies and in which order, not the stars. "
+        "It learned from every user's history but their latest movie. Reasons: each of your latest movies left "
+        "out in turn, and the list re-scored."
+    )
+
+
+def show_comparison() -> None:
+    """Two models' top 10 side by side, with the movies both recommend highlighted."""
     options = runs.comparison_choices(choice)
     if not options:
         st.info(
@@ -149,21 +233,29 @@ with side_by_side:
             icon="ℹ️",
         )
         st.page_link("app_pages/training_monitor.py", label="Training monitor", icon=":material/monitoring:")
-    else:
-        other_choice = st.selectbox("Compare with", options, format_func=runs.describe_choice, key="rec-compare-model")
-        other = cached.model(other_choice)
-        list_a, list_b, overlap_items, jaccard = compare_models(model, other, catalogue, profile.ratings, k=10, filters=filters)
-        shared = set(overlap_items)
-        st.metric(
-            "In both top-10 lists", f"{len(shared)} of {max(len(list_a), len(list_b))}", f"Jaccard {jaccard:.2f}",
-            delta_color="off", delta_arrow="off", help="Jaccard: shared movies divided by all movies in either list",
+        return
+    other_choice = st.selectbox("Compare with", options, format_func=runs.describe_choice, key="rec-compare-model")
+    other = cached.model(other_choice)
+    list_a, list_b, overlap_items, jaccard = compare_models(model, other, catalogue, profile.ratings, k=10, filters=filters)
+    shared = set(overlap_items)
+    st.metric(
+        "In both top-10 lists", f"{len(shared)} of {max(len(list_a), len(list_b))}", f"Jaccard {jaccard:.2f}",
+        delta_color="off", delta_arrow="off", help="Jaccard: shared movies divided by all movies in either list",
+    )
+    sides = ((runs.describe_choice(choice), list_a, model), (runs.describe_choice(other_choice), list_b, other))
+    for column, (label, chosen, fitted) in zip(st.columns(2), sides, strict=True):
+        frame = recommendation_frame(chosen, fitted.explicit).drop(columns=["Because you rated", "Genres"])
+        colours = [SHARED_ROW if rec.item_idx in shared else "" for rec in chosen]
+        column.markdown(f"**{widgets.md(label)}**")
+        column.dataframe(
+            frame.style.apply(lambda _, colours=colours: colours, axis=0), width="stretch", column_config=score_column(fitted.explicit)
         )
-        sides = ((runs.describe_choice(choice), list_a, model), (runs.describe_choice(other_choice), list_b, other))
-        for column, (label, chosen, fitted) in zip(st.columns(2), sides, strict=True):
-            frame = recommendation_frame(chosen, fitted.explicit).drop(columns=["Because you rated", "Genres"])
-            colours = [SHARED_ROW if rec.item_idx in shared else "" for rec in chosen]
-            column.markdown(f"**{widgets.md(label)}**")
-            column.dataframe(
-                frame.style.apply(lambda _, colours=colours: colours, axis=0), width="stretch", column_config=score_column(fitted.explicit)
-            )
-        st.caption("Highlighted: movies both models recommend.")
+    st.caption("Highlighted: movies both models recommend.")
+
+
+# Only the open tab runs (`on_change="rerun"`): the others may need a model trained first.
+views = st.tabs(["For you", "Watch next", "Compare two models"], key="rec-view", on_change="rerun")
+for tab, show in zip(views, (show_for_you, show_watch_next, show_comparison), strict=True):
+    if tab.open:
+        with tab:
+            show()

@@ -8,6 +8,8 @@ from ui import cached, charts, runs, state
 from ui.config_form import config_inputs
 
 JOB_KEY = "monitor-job"  # session state: the slug of the run being watched
+BATCH_KEY = "compare-batch"  # session state: slugs of the runs queued by "train every model"
+ALL_DATASETS, ALL_SPLITS = "All datasets", "All splits"
 SHOWN_TEST_METRICS = ("rmse", "mae", "precision@10", "ndcg@10", "hit@10", "mrr")
 
 store = cached.store()
@@ -90,6 +92,84 @@ watched = runs.job_by_slug(store, st.session_state.get(JOB_KEY))
 if watched is not None:
     running = watched.state in runs.ACTIVE_STATES
     st.fragment(run_every=1.0 if running else None)(show_run)(watched.key.slug, running)
+
+# --- model comparison ---------------------------------------------------------------------------------------
+def show_comparison(was_busy: bool) -> None:
+    """Every saved model's test figures side by side, one metric as bars, and a button that trains
+    every model with its defaults on the chosen dataset and split (a fragment, redrawn while those run)."""
+    st.subheader("Compare models")
+    artefacts = store.artefacts()
+    available = [info.name for info in cached.datasets() if info.available]
+    current = state.current_dataset()
+    dataset_options = [ALL_DATASETS, *sorted({info.dataset for info in artefacts} | ({current} & set(available)))]
+    filter_columns = st.columns([2, 2, 4], vertical_alignment="bottom")
+    picked_dataset = filter_columns[0].selectbox(
+        "Dataset", dataset_options, index=dataset_options.index(current) if current in dataset_options else 0,
+        key="compare-dataset",
+    )
+    dataset = None if picked_dataset == ALL_DATASETS else picked_dataset
+    seen_splits = {info.split for info in artefacts if dataset is None or info.dataset == dataset}
+    split_options = [ALL_SPLITS, *(available_splits(cached.dataset(dataset)) if dataset in available else sorted(seen_splits))]
+    picked_split = filter_columns[1].selectbox(
+        "Split", split_options, index=split_options.index(state.APP_SPLIT) if state.APP_SPLIT in split_options else 0,
+        key="compare-split",
+    )
+    split = None if picked_split == ALL_SPLITS else picked_split
+    table = runs.comparison_table(artefacts, dataset, split)
+    present = [name for name, label in runs.COMPARISON_METRICS.items() if table[label].notna().any()]
+    if table.empty:
+        st.info("No saved model for this choice yet: train them all with the button below.", icon="📊")
+    else:
+        metric = filter_columns[2].segmented_control(
+            "Chart", present, default="ndcg@10" if "ndcg@10" in present else (present or [None])[0], key="compare-metric"
+        )
+        figures = [*runs.COMPARISON_METRICS.values(), "fit s"]
+        shown_columns = [  # a column holding one value says nothing the filters above do not
+            column for column in table.columns if column not in ("dataset", "split") or table[column].nunique() > 1
+        ]
+        st.dataframe(  # a metric that does not apply, or fit seconds not recorded: a blank cell
+            runs.comparison_text(table),
+            column_order=shown_columns,
+            column_config={
+                "model": st.column_config.TextColumn(width=130),
+                **{label: st.column_config.TextColumn(alignment="right") for label in figures},
+                "fit s": st.column_config.TextColumn(alignment="right", help="Seconds of model.fit (blank: not recorded)"),
+            },
+            hide_index=True,
+            width="stretch",
+            key="compare-table",
+        )
+        if metric:
+            ranking = runs.metric_ranking(table, metric)
+            st.plotly_chart(
+                charts.metric_bars(ranking, metric, metric in runs.LOWER_IS_BETTER), width="stretch", key="compare-chart"
+            )
+        st.caption(
+            "Figures on each split's test part, as `benchmarks/accuracy.py` prints them: RMSE and MAE for rating "
+            "models only; ranking metrics at 10 with training items excluded (next-item models on the user split: "
+            "MRR of each test window's last movie). Blank: does not apply, or not recorded."
+        )
+    ready = dataset in available and split is not None
+    label = f"Train every model with defaults on {dataset} · {split}" if ready else "Train every model with defaults"
+    if st.button(
+        label, icon=":material/playlist_play:", disabled=not ready, key="compare-train-all",
+        help="Queues one background run per model family (one runs at a time); the table fills in as they finish"
+        if ready else "Pick one dataset and one split first",
+    ):
+        jobs = runs.train_every_model(store, dataset, split, state.APP_SEED, cached.models())
+        st.session_state[BATCH_KEY] = [job.key.slug for job in jobs]
+    jobs = runs.jobs_by_slugs(store, st.session_state.get(BATCH_KEY, []))
+    busy = any(job.state in runs.ACTIVE_STATES for job in jobs)
+    if jobs:
+        (st.info if busy else st.success)(runs.batch_summary(jobs), icon="⏳" if busy else "✅")
+    if busy and not was_busy:
+        st.rerun()  # start polling
+    if was_busy and not busy:
+        st.rerun(scope="app")  # refresh the table of runs, and stop polling
+
+
+batch_busy = any(job.state in runs.ACTIVE_STATES for job in runs.jobs_by_slugs(store, st.session_state.get(BATCH_KEY, [])))
+st.fragment(run_every=2.0 if batch_busy else None)(show_comparison)(batch_busy)
 
 # --- past runs ------------------------------------------------------------------------------------------
 st.subheader("Past runs")

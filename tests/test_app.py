@@ -1,8 +1,8 @@
 """The Streamlit app, page by page, with `streamlit.testing.v1.AppTest`.
 
-Most tests run on the synthetic dataset with a tiny MF configuration (2 epochs, 8 factors, set
-through $RECENGINE_APP_HYPER) so a model trains in about a second; the trained model is shared
-by the tests of this module through one store. Tests on real ml-100k are skipped when
+Most tests run on the synthetic dataset with tiny configurations (`QUICK`: MF with 2 epochs and 8
+factors, and as small for the other families, set through $RECENGINE_APP_HYPER) so a model trains
+in about a second; the trained models are shared by the tests of this module through one store. Tests on real ml-100k are skipped when
 $RECENGINE_DATA_DIR does not hold it. Streamlit's caches are cleared around every test.
 """
 
@@ -23,16 +23,23 @@ from streamlit.testing.v1 import AppTest
 import ui.cached
 import ui.widgets
 from recengine.data.movielens import DownloadError, load_dataset
-from recengine.models.base import get_model_class, model_names
+from recengine.models.base import EpochEvent, get_model_class, model_names
 from recengine.models.mf import MFConfig
 from recengine.onboarding import GOOD_PROFILE_SIZE
-from recengine.store import ModelStore
+from recengine.recommend import RecommendationFilter, recommend_profile, watch_next
+from recengine.store import ArtefactInfo, ModelKey, ModelStore, TrainingJob
 from recengine.training import SCHEDULES
-from ui import state, widgets
+from ui import charts, runs, state, widgets
 from ui.config_form import changed_values, field_choices, field_docs
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-QUICK = {"mf": {"epochs": 2, "embedding_dim": 8}}
+QUICK = {
+    "mf": {"epochs": 2, "embedding_dim": 8},
+    "neural": {"epochs": 2, "embedding_dim": 8},
+    "als": {"iterations": 3, "factors": 8},
+    "seq-pooling": {"epochs": 2, "embedding_dim": 8},
+    "seq-transformer": {"epochs": 1, "embedding_dim": 8, "n_heads": 1, "n_layers": 1},
+}
 PAGES = {
     "app_pages/rate_movies.py": "Rate movies",
     "app_pages/recommendations.py": "Recommendations",
@@ -340,7 +347,7 @@ def rated_app(app, n: int) -> AppTest:
     return at
 
 
-def test_recommendations_list_reasons_and_the_thin_profile_flag(app):
+def test_recommendations_list_reasons_and_the_thin_profile_flag(app, shared_store):
     at = open_page(rated_app(app, 3), "app_pages/recommendations.py")
     assert "Your profile is still thin: 3 of about 10 ratings" in at.warning[0].value
     table = at.dataframe[0].value
@@ -348,9 +355,12 @@ def test_recommendations_list_reasons_and_the_thin_profile_flag(app):
     rated_titles = set(synthetic_titles()[i] for i in profile_of(at).ratings)
     assert not rated_titles & set(table["Title"])
     assert table["Predicted"].between(1.0, 5.0).all()
-    # The default order blends in a popularity prior; with novelty 0 it is the predicted rating alone.
+    # The default order blends in popularity and co-watching; the page passes its novelty control on.
     at.slider(key="rec-novelty").set_value(0.0).run()
-    assert at.dataframe[0].value["Predicted"].is_monotonic_decreasing
+    model = shared_store.get(shared_store.key("synthetic", "mf", hyper=QUICK["mf"]))
+    expected = recommend_profile(model, synthetic_catalogue(), profile_of(at).ratings, k=20,
+                                 filters=RecommendationFilter(min_ratings=20), novelty=0.0, explain=False)
+    assert at.dataframe[0].value["Title"].tolist() == [rec.title for rec in expected]
     rated_names = {title.rsplit(" (", 1)[0] for title in rated_titles}
     reasons = [part.rsplit(" ", 1) for row in table["Because you rated"] for part in row.split(", ")]
     assert reasons and all(name in rated_names and stars.endswith("★") for name, stars in reasons)
@@ -377,18 +387,70 @@ def test_recommendation_filters_are_applied(app):
     assert years.between(1990, 1999).all()
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Switch the recommendations page's tabs (only the open tab runs)."""
+    at.session_state["rec-view"] = label
+    at.run()
+    assert_clean(at)
+    return at
+
+
 def test_compare_two_models_shows_overlap(app, shared_store):
     # A second configuration trained "in the training monitor" becomes a comparison choice.
     shared_store.get_or_train(shared_store.key("synthetic", "mf", epochs=2, embedding_dim=4))
     at = open_page(rated_app(app, 4), "app_pages/recommendations.py")
+    assert [tab.label for tab in at.tabs] == ["For you", "Watch next", "Compare two models"]
+    assert len(at.dataframe) == 1  # the comparison does not run until its tab is opened
+    open_tab(at, "Compare two models")
     picker = at.selectbox(key="rec-compare-model")
     assert any("embedding_dim=4" in option for option in picker.options)
     metric = at.metric[0]
     assert metric.label == "In both top-10 lists"
     shared = int(metric.value.split(" of ")[0])
-    left, right = at.dataframe[1].value, at.dataframe[2].value
+    left, right = at.dataframe[0].value, at.dataframe[1].value
     assert shared == len(set(left["Title"]) & set(right["Title"]))
     assert metric.proto.delta.startswith("Jaccard")
+
+
+def test_watch_next_follows_the_order_of_your_ratings(app, shared_store):
+    at = open_tab(open_page(rated_app(app, 3), "app_pages/recommendations.py"), "Watch next")
+    assert [s.label for s in at.status] == [at.status[0].label] and at.status[0].label.startswith(
+        "Trained seq-transformer on synthetic in"
+    )  # trained on first use, with the page's progress indicator
+    picker = at.segmented_control(key="rec-next-model")
+    assert picker.value == "seq-transformer"
+    assert set(picker.options) == {"seq-pooling", "seq-lstm", "seq-transformer"}
+    assert len(at.dataframe) == 1  # only the open tab runs
+    ratings = dict(profile_of(at).ratings)
+    titles = synthetic_titles()
+    history = next(m.value for m in at.markdown if m.value.startswith("**Your movies in the order you rated them:**"))
+    assert history.index(titles[list(ratings)[0]]) < history.index(titles[list(ratings)[-1]]) < history.index("*(latest)*")
+
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["Title", "Year", "Genres", "Chance", "Why"] and len(table) == 20
+    # The same list as the library gives for the store's model and the profile in rating order.
+    key = shared_store.key("synthetic", "seq-transformer", split="last", hyper=QUICK["seq-transformer"])
+    page_filters = RecommendationFilter(min_ratings=20)  # the page's default filters
+    expected = watch_next(shared_store.get(key), synthetic_catalogue(), ratings, k=20, filters=page_filters)
+    assert table["Title"].tolist() == [rec.title.rsplit(" (", 1)[0] for rec in expected]
+    assert table["Year"].tolist() == [rec.year for rec in expected]
+    assert np.allclose(table["Chance"], [100 * rec.score for rec in expected])
+    assert table["Chance"].is_monotonic_decreasing and (table["Chance"] > 0).all()
+    rated_names = {titles[item].rsplit(" (", 1)[0] for item in ratings}
+    assert not rated_names & set(table["Title"])
+    for why in table["Why"]:
+        common = why == "a common next pick, whatever you watched last"
+        assert common or set(why.removeprefix("follows ").split(", ")) <= rated_names
+
+    # Rating one more movie makes it the latest and changes what comes next.
+    at.switch_page("app_pages/rate_movies.py").run()
+    rate(at, batch_keys(at)[3], 4.0)
+    at = open_tab(open_page(at, "app_pages/recommendations.py"), "Watch next")
+    newest = list(profile_of(at).ratings)[-1]
+    history = next(m.value for m in at.markdown if m.value.startswith("**Your movies in the order you rated them:**"))
+    assert history.endswith(f"{titles[newest]} *(latest)*")
+    assert not at.status  # trained once, now from memory
+    assert not np.allclose(at.dataframe[0].value["Chance"], table["Chance"])
 
 
 # --- because you watched --------------------------------------------------------------------------------
@@ -468,7 +530,165 @@ def test_latent_map_colours_by_popularity(app):
     assert np.allclose(np.sort(colours), np.sort(np.log10(1 + popularity)))
 
 
+def test_latent_map_of_a_sequence_model_says_why_you_are_not_on_it(app, monkeypatch):
+    at = rated_app(app, 3)
+    at.sidebar.selectbox(key=state.MODEL_KEY).set_value("seq-pooling").run()
+    at = open_page(at, "app_pages/latent_map.py")
+    traces = {trace.get("name"): trace for trace in plotly_spec(at, "map-chart")["data"]}
+    assert "you are here" not in traces
+    assert len(array(traces["rated by you"]["x"])) == 3 and len(array(traces["recommended for you"]["x"])) == 10
+    movies = [trace for name, trace in traces.items() if name not in ("rated by you", "recommended for you")]
+    assert sum(len(array(trace["x"])) for trace in movies) == 500
+    assert "No “you are here” marker:** seq-pooling reads your history" in at.info[0].value
+    assert at.metric[0].label == "Axis 1"
+    # With tied weights the history vector lives among the item embeddings: the marker is back.
+    monkeypatch.setenv(state.HYPER_ENV, json.dumps({**QUICK, "seq-pooling": {**QUICK["seq-pooling"], "tie_weights": True}}))
+    at.run()
+    assert_clean(at)
+    names = [trace.get("name") for trace in plotly_spec(at, "map-chart")["data"]]
+    assert "you are here" in names and not at.info
+
+
 # --- training monitor ----------------------------------------------------------------------------------------
+def test_training_monitor_trains_a_sequence_model_and_draws_its_mrr(app, use_store, tmp_path):
+    store = use_store(ModelStore(root=tmp_path / "monitor", device="cpu"))
+    at = open_page(app().run(), "app_pages/training_monitor.py")
+    at.selectbox(key="monitor-model").set_value("seq-pooling").run()
+    at.number_input(key="monitor-seq-pooling-epochs").set_value(3)
+    at.number_input(key="monitor-seq-pooling-embedding_dim").set_value(6)
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert_clean(at)
+    (job,) = [job for job in store.jobs() if job.key.model == "seq-pooling"]
+    assert job.key.config.epochs == 3 and job.key.config.embedding_dim == 6 and job.wait(TIMEOUT)
+    at.run()
+    assert_clean(at)
+    assert job.state == "done"
+    spec = plotly_spec(at, "monitor-live-chart")
+    assert [a["text"] for a in spec["layout"]["annotations"]] == ["training loss", "mrr"]
+    loss, mrr = spec["data"]
+    assert array(mrr["x"]).tolist() == [1, 2, 3]
+    assert np.allclose(array(mrr["y"]), [event.metrics["mrr"] for event in job.events])
+    assert np.allclose(array(loss["y"]), [event.loss for event in job.events])
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Test mrr"] == f"{job.metrics['mrr']:.4f}" and "Test rmse" not in shown
+
+
+def fake_artefact(
+    slug: str, model: str, split: str, metrics: dict, fit_seconds: float = 2.5, dataset: str = "synthetic"
+) -> ArtefactInfo:
+    """What `ModelStore.artefacts()` reports for a saved model with default settings."""
+    return ArtefactInfo(
+        slug, Path(slug), dataset, split, 42, model, {}, metrics, fit_seconds, 1000, "2026-01-01T00:00:00", False, "CPU"
+    )
+
+
+def test_comparison_table_and_ranking_from_artefacts():
+    artefacts = [
+        fake_artefact(
+            "a", "mf", "random", {"rmse": 0.91, "mae": 0.72, "precision@10": 0.10, "ndcg@10": 0.12, "map@10": 0.05, "mrr": 0.3}
+        ),
+        fake_artefact("b", "als", "random", {"precision@10": 0.20, "ndcg@10": 0.25, "map@10": 0.11, "mrr": 0.4}, fit_seconds=0.0),
+        fake_artefact("c", "seq-pooling", "user", {"mrr": 0.05, "ndcg@10": 0.07, "hit@10": 0.1}),
+        fake_artefact("d", "mf", "random", {"rmse": 0.95}, dataset="ml-100k"),
+    ]
+    table = runs.comparison_table(artefacts, "synthetic", "random")
+    assert table.index.tolist() == ["b", "a"]  # by model name
+    assert list(table.columns) == [
+        "dataset", "split", "model", "settings", "RMSE", "MAE", "P@10", "NDCG@10", "MAP@10", "MRR", "fit s", "device"
+    ]
+    assert table.loc["a", "RMSE"] == 0.91 and np.isnan(table.loc["b", "RMSE"])  # implicit: no RMSE
+    assert table.loc["a", "fit s"] == 2.5 and np.isnan(table.loc["b", "fit s"])  # not recorded: blank
+    assert table.loc["a", "split"] == "random · seed 42" and table.loc["a", "device"] == "CPU"
+    assert table.loc["a", "settings"] == "defaults"
+    assert len(runs.comparison_table(artefacts)) == 4 and runs.comparison_table(artefacts, split="user").index.tolist() == ["c"]
+    assert runs.comparison_table([], "synthetic").empty
+
+    ndcg = runs.metric_ranking(runs.comparison_table(artefacts, "synthetic"), "ndcg@10")
+    assert ndcg.index.tolist() == ["als · defaults (random · seed 42)", "mf · defaults (random · seed 42)",
+                                   "seq-pooling · defaults (user · seed 42)"]
+    assert ndcg.tolist() == [0.25, 0.12, 0.07]
+    rmse = runs.metric_ranking(runs.comparison_table(artefacts, split="random"), "rmse")  # lower is better; als has none
+    assert rmse.tolist() == [0.91, 0.95] and rmse.index.tolist() == ["mf · defaults (synthetic)", "mf · defaults (ml-100k)"]
+    figure = charts.metric_bars(rmse, "rmse", lower_is_better=True)
+    assert list(figure.data[0].y) == list(rmse.index[::-1])  # drawn bottom-up: the best on top
+    assert figure.data[0].marker.color[-1] == charts.ACCENT and "lower is better" in figure.layout.xaxis.title.text
+
+
+def test_comparison_text_is_blank_where_a_figure_is_missing_and_sorts_like_the_numbers():
+    table = runs.comparison_table([
+        fake_artefact("a", "mf", "random", {"rmse": 0.91, "ndcg@10": 0.1234567}, fit_seconds=12.34),
+        fake_artefact("b", "als", "random", {"ndcg@10": 0.25}, fit_seconds=0.0),
+        fake_artefact("c", "neural", "random", {"rmse": 0.875}, fit_seconds=3.0),
+    ])
+    text = runs.comparison_text(table)
+    assert text["RMSE"].tolist() == ["", "0.9100", "0.8750"] and text["NDCG@10"].tolist() == ["0.2500", "0.1235", ""]
+    assert text["fit s"].tolist() == ["", "12.3", " 3.0"]  # padded: sorting the text sorts the numbers
+    assert sorted(text["fit s"]) == ["", " 3.0", "12.3"]
+    assert text["model"].tolist() == table["model"].tolist() and table["fit s"].iloc[2] == 3.0  # the table is untouched
+
+
+def test_batch_summary_counts_the_runs():
+    def job(model: str, state_name: str) -> TrainingJob:
+        made = TrainingJob(ModelKey("synthetic", "random", 42, model, get_model_class(model).Config()))
+        made._set_state(state_name)
+        return made
+
+    running = job("als", "running")
+    running._on_epoch(EpochEvent(epoch=2, epochs=15, loss=0.5, seconds=0.1))
+    jobs = [job("mf", "done"), job("neural", "failed"), running, job("seq-lstm", "queued")]
+    summary = runs.batch_summary(jobs)
+    assert summary.startswith("1 of 4 done · failed neural · training als: Epoch 2/15 · loss 0.5000")
+
+
+def test_training_monitor_compares_saved_models_and_trains_them_all(app, use_store, tmp_path):
+    store = use_store(ModelStore(root=tmp_path / "compare", device="cpu"))
+    mf = store.get_or_train(store.key("synthetic", "mf", hyper=QUICK["mf"]))
+    pooling_key = store.key("synthetic", "seq-pooling", split="last", hyper=QUICK["seq-pooling"])
+    store.get_or_train(pooling_key)
+    meta_path = store.path(pooling_key) / "meta.json"  # an older artefact: no fit_seconds recorded
+    meta = json.loads(meta_path.read_text())
+    del meta["fit_seconds"]
+    meta_path.write_text(json.dumps(meta))
+
+    at = open_page(app().run(), "app_pages/training_monitor.py")
+    assert at.selectbox(key="compare-dataset").value == "synthetic" and at.selectbox(key="compare-split").value == "random"
+    table = at.dataframe[0].value.reset_index(drop=True)
+    assert table["model"].tolist() == ["mf"]
+    mf_metrics = store.metrics(store.key("synthetic", "mf", hyper=QUICK["mf"]))
+    assert table.loc[0, "RMSE"] == f"{mf_metrics['rmse']:.4f}" and table.loc[0, "NDCG@10"] == f"{mf_metrics['ndcg@10']:.4f}"
+    assert table.loc[0, "fit s"] == f"{mf.fit_seconds:.1f}" and table.loc[0, "device"] == "CPU"
+    bars = plotly_spec(at, "compare-chart")["data"][0]
+    assert np.allclose(array(bars["x"]), [mf_metrics["ndcg@10"]])
+
+    at.selectbox(key="compare-split").set_value("All splits").run()
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("model")
+    assert sorted(table.index) == ["mf", "seq-pooling"]
+    assert table.loc["seq-pooling", "RMSE"] == "" and table.loc["seq-pooling", "fit s"] == ""  # blank, not "None" or 0
+    assert table.loc["seq-pooling", "MRR"].strip() and table.loc["mf", "fit s"].strip()
+    assert at.button(key="compare-train-all").disabled  # one split at a time
+    at.segmented_control(key="compare-metric").set_value("rmse").run()
+    bars = plotly_spec(at, "compare-chart")["data"][0]
+    assert len(bars["y"]) == 1 and "mf" in bars["y"][0]  # only rating models have an RMSE
+
+    at.selectbox(key="compare-split").set_value("last").run()
+    button = at.button(key="compare-train-all")
+    assert button.label == "Train every model with defaults on synthetic · last" and not button.disabled
+    button.click().run()
+    assert_clean(at)
+    jobs = store.jobs()
+    for job in jobs:
+        job.cancel()  # the defaults take a while: stop at the next epoch boundary
+    assert sorted(job.key.model for job in jobs) == sorted(model_names())
+    assert all(job.key.split == "last" and job.key.config == get_model_class(job.key.model).Config() for job in jobs)
+    assert any(s.value.endswith(f" of {len(jobs)} done") or f" of {len(jobs)} done · " in s.value for s in at.info)
+    assert all(job.wait(TIMEOUT) for job in jobs)
+    done = sum(job.state == "done" for job in jobs)  # the first may finish before it is told to stop
+    at.run()
+    assert_clean(at)
+    assert any(s.value.startswith(f"{done} of {len(jobs)} done · cancelled ") for s in at.success)
+
+
 def test_training_monitor_runs_a_short_job_and_draws_its_curve(app, use_store, tmp_path):
     store = use_store(ModelStore(root=tmp_path / "monitor", device="cpu"))
     at = open_page(app().run(), "app_pages/training_monitor.py")
@@ -486,9 +706,9 @@ def test_training_monitor_runs_a_short_job_and_draws_its_curve(app, use_store, t
     loss = plotly_spec(at, "monitor-live-chart")["data"][0]
     assert array(loss["x"]).tolist() == [1, 2, 3]
     assert np.allclose(array(loss["y"]), [event.loss for event in jobs[0].events])
-    runs = at.dataframe[0].value
-    assert "embedding_dim=6, epochs=3" in set(runs["settings"])
-    assert {"rmse", "ndcg@10"} <= set(runs.columns)
+    past = at.dataframe(key="monitor-runs").value
+    assert "embedding_dim=6, epochs=3" in set(past["settings"])
+    assert {"rmse", "ndcg@10"} <= set(past.columns)
 
 
 def test_training_monitor_form_fits_every_model(app):
@@ -500,7 +720,8 @@ def test_training_monitor_form_fits_every_model(app):
         for field in dataclasses.fields(config):
             widget = at.get_by_key(f"monitor-{name}-{field.name}")
             default = dict(state.app_hyper(name)).get(field.name, getattr(config, field.name))
-            assert widget.value == default, (name, field.name)
+            shown = ", ".join(str(part) for part in default) if isinstance(default, tuple) else default  # tuples as text
+            assert widget.value == shown, (name, field.name)
             if field.name in ("optimizer", "schedule", "loss", "solver", "confidence", "cell"):
                 assert widget.type == "selectbox" and default in widget.options
 

@@ -75,6 +75,12 @@ def models() -> list[str]:
 
 
 @st.cache_resource(show_spinner=False)
+def sequential_models() -> list[str]:
+    """Registered next-item model families (`sequential = True`), in registration order."""
+    return [name for name in model_names() if get_model_class(name).sequential]
+
+
+@st.cache_resource(show_spinner=False)
 def device_label() -> str:
     """'CPU' or the GPU's name, for the sidebar."""
     return describe_device(store().device)

@@ -164,3 +164,32 @@ def compared_runs(histories: Mapping[str, Sequence[EpochEvent]], metric: str) ->
         legend={"orientation": "h", "y": -0.25},
     )
     return figure
+
+
+def metric_bars(ranking: pd.Series, metric: str, lower_is_better: bool) -> go.Figure:
+    """Horizontal bars of one metric per model (`ui.runs.metric_ranking`: labels -> values, best
+    first), the best on top and drawn in the accent colour, the value printed at each bar's end."""
+    labels, values = list(ranking.index)[::-1], ranking.to_numpy(dtype=np.float64)[::-1]
+    colours = ["#4C78A8"] * len(values)
+    if len(values):
+        colours[-1] = ACCENT
+    figure = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker={"color": colours},
+            text=[f"{value:.4f}" for value in values],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate=f"%{{y}}<br>{metric} %{{x:.4f}}<extra></extra>",
+        )
+    )
+    direction = "lower is better" if lower_is_better else "higher is better"
+    figure.update_layout(
+        height=max(200, 30 * len(values) + 80),
+        margin={"l": 10, "r": 60, "t": 10, "b": 40},
+        xaxis={"title": f"{metric} ({direction})", "rangemode": "tozero"},
+        yaxis={"automargin": True, "type": "category"},
+    )
+    return figure

@@ -3,20 +3,28 @@ the training monitor's table and the recommendations page's model comparison."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import streamlit as st
 
 from recengine.models.base import ArtefactError, EpochEvent, Recommender, config_from_dict, get_model_class
-from recengine.store import ModelKey, ModelStore, TrainingJob
+from recengine.store import ArtefactInfo, ModelKey, ModelStore, TrainingJob
 from ui import cached, state
 from ui.config_form import changed_values
 
 ACTIVE_STATES = ("queued", "running")
 #: Test metrics shown in the table of runs (others stay in the frame for tests and exports).
 TABLE_METRICS = ("rmse", "ndcg@10", "precision@10", "hit@10")
+#: The model comparison's metrics, as benchmarks/accuracy.py prints them (plus the next-item MRR):
+#: meta.json name -> column label.
+COMPARISON_METRICS = {
+    "rmse": "RMSE", "mae": "MAE", "precision@10": "P@10", "ndcg@10": "NDCG@10", "map@10": "MAP@10", "mrr": "MRR",
+}
+#: Metrics where a smaller value is better (the others: larger).
+LOWER_IS_BETTER = ("rmse", "mae")
 
 
 def settings_text(model_name: str, config: Mapping[str, Any]) -> str:
@@ -98,7 +106,7 @@ def past_runs(store: ModelStore) -> Runs:
         rows[info.slug] = {
             "model": info.model, "dataset": info.dataset, "split": f"{info.split} · seed {info.seed}",
             "settings": settings_text(info.model, info.config), "state": "saved", **info.metrics,
-            "fit s": info.fit_seconds, "on disk": f"{info.size_bytes / 1e6:.1f} MB", "in memory": info.loaded,
+            "fit s": recorded_seconds(info.fit_seconds), "on disk": f"{info.size_bytes / 1e6:.1f} MB", "in memory": info.loaded,
             "saved at": info.saved_at.replace("T", " ")[:16],
         }
         histories[info.slug] = saved_history(str(info.path), info.saved_at)
@@ -137,3 +145,90 @@ def comparison_choices(choice: state.ModelChoice) -> list[state.ModelChoice]:
             continue
     options.pop(cached.model_key(choice).slug, None)
     return list(options.values())
+
+
+def recorded_seconds(seconds: float) -> float:
+    """Fit seconds as a table shows them: NaN (a blank cell) when the artefact recorded none.
+
+    `ModelStore.artefacts()` reads a meta.json without "fit_seconds" (older artefacts) as 0.0,
+    and no real fit takes 0.0 s, so 0.0 stands for "not recorded".
+    """
+    return float(seconds) if seconds and math.isfinite(seconds) and seconds > 0 else math.nan
+
+
+def comparison_table(artefacts: Sequence[ArtefactInfo], dataset: str | None = None, split: str | None = None) -> pd.DataFrame:
+    """Saved models side by side, one row each (index = slug), like benchmarks/accuracy.py prints them.
+
+    Columns: dataset, split ("random · seed 42"), model, settings (what differs from the model's
+    defaults), then `COMPARISON_METRICS` by their labels (RMSE, MAE, P@10, NDCG@10, MAP@10, MRR:
+    float64, NaN where a metric does not apply, e.g. RMSE of an implicit model), fit s (NaN when not
+    recorded), device ("" when not recorded). Only `dataset` and `split` when given (None keeps
+    all). Rows sorted by dataset, split, model and settings.
+    """
+    rows = {
+        info.slug: {
+            "dataset": info.dataset,
+            "split": f"{info.split} · seed {info.seed}",
+            "model": info.model,
+            "settings": settings_text(info.model, info.config),
+            **{label: float(info.metrics.get(name, math.nan)) for name, label in COMPARISON_METRICS.items()},
+            "fit s": recorded_seconds(info.fit_seconds),
+            "device": info.device,
+        }
+        for info in artefacts
+        if (dataset is None or info.dataset == dataset) and (split is None or info.split == split)
+    }
+    columns = ["dataset", "split", "model", "settings", *COMPARISON_METRICS.values(), "fit s", "device"]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    for label in (*COMPARISON_METRICS.values(), "fit s"):
+        table[label] = table[label].astype("float64")
+    return table.sort_values(["dataset", "split", "model", "settings"], kind="stable")
+
+
+def comparison_text(table: pd.DataFrame) -> pd.DataFrame:
+    """A comparison table as the page shows it: each figure as text (metrics with 4 decimals, fit
+    seconds with 1) and an empty string where it is missing, since st.dataframe draws a missing
+    number as "None". Each column is left-padded with spaces to one width, so sorting the text
+    (clicking a column header) sorts the numbers, the blanks first."""
+    shown = table.copy()
+    for label, digits in [*((label, 4) for label in COMPARISON_METRICS.values()), ("fit s", 1)]:
+        text = [f"{value:.{digits}f}" if math.isfinite(value) else "" for value in table[label].tolist()]
+        width = max((len(cell) for cell in text), default=0)
+        shown[label] = [cell.rjust(width) if cell else "" for cell in text]
+    return shown
+
+
+def metric_ranking(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The `metric` column (a `COMPARISON_METRICS` key) of a comparison table, best first, rows
+    without it left out; labelled "model · settings", plus the dataset and split where the table
+    holds several ("mf · epochs=3 (random · seed 42)"), for a chart."""
+    label = COMPARISON_METRICS[metric]
+    values = table[label].dropna().sort_values(ascending=metric in LOWER_IS_BETTER, kind="stable")
+    varying = [column for column in ("dataset", "split") if table[column].nunique() > 1]
+    names = [
+        f"{row['model']} · {row['settings']}" + (f" ({', '.join(row[column] for column in varying)})" if varying else "")
+        for _, row in table.loc[values.index].iterrows()
+    ]
+    return pd.Series(values.to_numpy(), index=names, name=metric)
+
+
+def train_every_model(store: ModelStore, dataset: str, split: str, seed: int, models: Sequence[str]) -> list[TrainingJob]:
+    """Queue a background run of each model family with its default hyper-parameters on one
+    dataset and split (the store runs them one at a time; a trained one finishes at once)."""
+    return [store.start_training(cached.make_key(dataset, name, split, seed, {})) for name in models]
+
+
+def jobs_by_slugs(store: ModelStore, slugs: Sequence[str]) -> list[TrainingJob]:
+    """This process's latest job for each slug, in the order given (slugs without one left out)."""
+    jobs = (job_by_slug(store, slug) for slug in slugs)
+    return [job for job in jobs if job is not None]
+
+
+def batch_summary(jobs: Sequence[TrainingJob]) -> str:
+    """One line about a batch of runs: "2 of 6 done · failed als · training neural: Epoch 4/15 · …"."""
+    parts = [f"{sum(job.state == 'done' for job in jobs)} of {len(jobs)} done"]
+    parts += [f"{job.state} {job.key.model}" for job in jobs if job.state in ("failed", "cancelled")]
+    running = next((job for job in jobs if job.state == "running"), None)
+    if running is not None:
+        parts.append(f"training {running.key.model}: {cached.progress_text(running)}")
+    return " · ".join(parts)
