@@ -10,6 +10,9 @@ from ui import cached, charts, state, widgets
 COLOUR_OPTIONS = {"genre": "Genre", "popularity": "Popularity", "mean_rating": "Average rating", "bias": "Item bias"}
 RECOMMENDED_SHOWN = 10
 NEIGHBOURS = 8
+#: At most this many points: beyond it a WebGL scatter of a large catalogue takes seconds to build
+#: and send (benchmarks/catalogue.py: 90k points ≈ 4 s and 11 MB of JSON) and shows only a blur.
+MAX_POINTS = 20_000
 
 choice = state.current_choice()
 data = cached.dataset(choice.dataset)
@@ -41,7 +44,8 @@ colour_by = controls[0].segmented_control(
 n_items = len(catalogue)
 if n_items > 100:
     top_n = controls[1].slider(
-        "Most-rated movies shown", 100, n_items, min(500, n_items), step=50 if n_items > 1000 else 10, key="map-top-n"
+        "Most-rated movies shown", 100, min(n_items, MAX_POINTS), min(500, n_items), step=50 if n_items > 1000 else 10,
+        key="map-top-n", help=f"At most {MAX_POINTS:,} of the {n_items:,} movies" if n_items > MAX_POINTS else None,
     )
 else:
     top_n = n_items
