@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-from ui import cached, state, widgets
+from ui import cached, saved, state, widgets
 
 st.set_page_config(page_title="recengine", page_icon="🎬", layout="wide", initial_sidebar_state="expanded")
 
@@ -25,6 +25,8 @@ navigation = st.navigation(
         "You": [
             st.Page("app_pages/rate_movies.py", title="Rate movies", icon=":material/star_rate:", default=True),
             st.Page("app_pages/recommendations.py", title="Recommendations", icon=":material/recommend:"),
+            st.Page("app_pages/profiles.py", title="Your profiles", icon=":material/account_circle:"),
+            st.Page("app_pages/upload.py", title="Your data", icon=":material/upload_file:"),
         ],
         "Explore": [
             st.Page("app_pages/because_you_watched.py", title="Because you watched", icon=":material/movie:"),
@@ -71,19 +73,52 @@ def sidebar() -> None:
         st.caption(f"Device: **{cached.device_label()}**")
 
         st.divider()
-        profile = state.profile()
-        st.markdown(f"**Your profile** · {len(profile)} {'movie' if len(profile) == 1 else 'movies'} rated")
-        st.button(
-            "Reset profile",
-            icon=":material/restart_alt:",
-            on_click=profile.reset,
-            disabled=not (profile.ratings or profile.skipped or profile.shown),
-            help=f"Forget your ratings on {state.current_dataset()} (other datasets keep theirs)",
+        profile_box()
+
+
+def profile_box() -> None:
+    """The session's profile: how many rated, whether it is saved (and as what), and a reset."""
+    profile = state.profile()
+    rated = f"{len(profile)} {'movie' if len(profile) == 1 else 'movies'} rated"
+    st.markdown(f"**Your profile** · {rated}")
+    info = saved.active()
+    if info is not None:
+        st.caption(f"Saved as **{widgets.quoted(info.name, 40)}** · {len(profile)} rated · every rating is saved as you make it")
+    else:
+        st.caption("Not saved — save it on Your profiles")
+    problem = saved.write_problem()
+    if problem:
+        st.warning(problem, icon="💾")
+    st.button(
+        "Reset profile",
+        icon=":material/restart_alt:",
+        on_click=profile.reset,
+        disabled=not (profile.ratings or profile.skipped or profile.shown),
+        help=f"Start over on {state.current_dataset()} (other datasets keep theirs; a saved profile keeps its ratings)",
+    )
+
+
+def shared_link_question() -> None:
+    """Ask before a shared link replaces ratings the session already has."""
+    pending = saved.pending_link()
+    if pending is None:
+        return
+    data = pending.data
+    mine = len(state.profile(data.dataset))
+    with st.container(border=True):
+        st.markdown(
+            f"🔗 **A shared link carries {len(data.ratings)} ratings on {widgets.md(data.dataset)}** "
+            f"({widgets.quoted(data.name, 40)}). Load them instead of your {mine} ratings there?"
         )
+        with st.container(horizontal=True):
+            st.button("Load the shared ratings", type="primary", icon=":material/download_done:", on_click=saved.apply_link)
+            st.button("Keep mine", icon=":material/close:", on_click=saved.dismiss_link)
 
 
 cached.single_threaded_blas()
 with widgets.friendly_errors():
+    saved.take_shared_link()  # before the sidebar: a link may pick the dataset
     sidebar()
+    shared_link_question()
     cached.dataset(state.current_dataset())  # a missing dataset is explained here, once, for every page
     navigation.run()

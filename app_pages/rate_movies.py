@@ -62,7 +62,7 @@ with ask:
             title_column.markdown(f"**{widgets.md(row['display_title'])}**  \n:gray[{widgets.movie_caption(row)}]")
             if item in profile.skipped:
                 skip_column.button(
-                    "Seen it", key=f"unskip-{item}", on_click=profile.skipped.discard, args=(item,),
+                    "Seen it", key=f"unskip-{item}", on_click=profile.unskip, args=(item,),
                     type="tertiary", icon=":material/undo:",
                 )
                 st.caption("Marked as not seen.")

@@ -46,6 +46,8 @@ PAGES = {
     "app_pages/because_you_watched.py": "Because you watched…",
     "app_pages/latent_map.py": "Latent map",
     "app_pages/training_monitor.py": "Training monitor",
+    "app_pages/profiles.py": "Your profiles",
+    "app_pages/upload.py": "Your data",
 }
 TIMEOUT = 120
 

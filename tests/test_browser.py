@@ -88,6 +88,7 @@ def server(tmp_path_factory, dataset):
         **os.environ,
         "RECENGINE_MODELS_DIR": str(home / "models"),
         "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_DATA_HOME": str(home / "data"),
         "RECENGINE_DEFAULT_DATASET": dataset,
         "RECENGINE_APP_HYPER": json.dumps(QUICK if dataset == "synthetic" else REAL),
         "RECENGINE_DEVICE": "cpu",

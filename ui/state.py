@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import streamlit as st
 
@@ -33,19 +33,35 @@ MODEL_KEY = "model"
 _PROFILES_KEY = "profiles"
 
 
+class ProfileListener(Protocol):
+    """Told about every change of a session `Profile` right after it is made (e.g. to write it
+    through to a saved profile, `ui.saved.SavedLink`). Indices are the dataset's item indices."""
+
+    def rated(self, item_idx: int, rating: float) -> None: ...
+
+    def unrated(self, item_idx: int) -> None: ...
+
+    def skipped(self, item_idx: int) -> None: ...
+
+    def unskipped(self, item_idx: int) -> None: ...
+
+
 @dataclass
 class Profile:
     """What the person using the app told us about one dataset's movies.
 
     ratings: {item_idx: rating} on the dataset's scale; skipped: items marked "haven't seen";
     batch: the onboarding batch on screen; shown: items already offered in earlier batches
-    (not rated, not explicitly skipped) so "Next batch" moves on.
+    (not rated, not explicitly skipped) so "Next batch" moves on; listener: when set (a saved
+    profile is active), told about each rate/unrate/skip/unskip as it happens. Change ratings
+    and skips through the methods, not the dict and set, so the listener hears of them.
     """
 
     ratings: dict[int, float] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
     batch: list[int] = field(default_factory=list)
     shown: set[int] = field(default_factory=set)
+    listener: ProfileListener | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ratings)
@@ -55,23 +71,47 @@ class Profile:
         item_idx = int(item_idx)
         self.ratings[item_idx] = float(rating)
         self.skipped.discard(item_idx)
+        if self.listener is not None:
+            self.listener.rated(item_idx, float(rating))
 
     def unrate(self, item_idx: int) -> None:
         """Forget a rating (no error when there is none)."""
-        self.ratings.pop(int(item_idx), None)
+        item_idx = int(item_idx)
+        if self.ratings.pop(item_idx, None) is not None and self.listener is not None:
+            self.listener.unrated(item_idx)
 
     def skip(self, item_idx: int) -> None:
         """Mark an item as not seen (and forget any rating of it)."""
         item_idx = int(item_idx)
         self.ratings.pop(item_idx, None)
         self.skipped.add(item_idx)
+        if self.listener is not None:
+            self.listener.skipped(item_idx)
+
+    def unskip(self, item_idx: int) -> None:
+        """Take an item off the not-seen list (no error when it is not on it)."""
+        item_idx = int(item_idx)
+        if item_idx in self.skipped:
+            self.skipped.discard(item_idx)
+            if self.listener is not None:
+                self.listener.unskipped(item_idx)
+
+    def load(self, ratings: dict[int, float], skipped: set[int], listener: ProfileListener | None = None) -> None:
+        """Replace everything with `ratings` (in their order) and `skipped`, with a fresh onboarding
+        batch, and set the listener (None: unsaved). The listener is not told: it is the source."""
+        self.reset()
+        self.ratings.update({int(item): float(rating) for item, rating in ratings.items()})
+        self.skipped.update(int(item) for item in skipped)
+        self.listener = listener
 
     def reset(self) -> None:
-        """Start over: no ratings, nothing skipped, a fresh onboarding batch."""
+        """Start over: no ratings, nothing skipped, a fresh onboarding batch, and no longer linked
+        to a saved profile (which keeps its ratings; continue it on "Your profiles")."""
         self.ratings.clear()
         self.skipped.clear()
         self.batch.clear()
         self.shown.clear()
+        self.listener = None
 
 
 class ModelChoice(NamedTuple):
@@ -109,8 +149,10 @@ def app_hyper(model: str) -> tuple[tuple[str, Any], ...]:
 def initial_dataset() -> str:
     """The dataset a new session starts on: ?dataset=… in the URL, else $RECENGINE_DEFAULT_DATASET, else ml-100k.
 
-    The URL is anyone's to write: a name that is not a known dataset (blank, a path, a
-    10,000-character string) is ignored rather than shown back in an error.
+    Known datasets are the MovieLens releases, "synthetic" and the saved uploads
+    (`recengine.data.movielens.dataset_names`), so a link to an upload works. The URL is
+    anyone's to write: a name that is not a known dataset (blank, a path, a 10,000-character
+    string) is ignored rather than shown back in an error.
     """
     from_url = str(st.query_params.get("dataset") or "").strip()
     if from_url in dataset_names():
