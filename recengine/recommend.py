@@ -97,13 +97,15 @@ CO_WATCH_RANGE = (0.0, 4.0)
 #: validation users carved out of the training users (never the held-out test users): matrix
 #: factorisation on ml-100k, best mean NDCG@10 over k = 0, 5, 10, 20 revealed ratings of two
 #: kinds of newcomer, one answering the onboarding questions and one rating random movies of
-#: theirs (as through search): 0.518 at (lambda 400, co_watch 1, novelty -0.5) against 0.462
-#: for the best without co-watch (novelty -0.5) and 0.448 for the previous default (co_watch 0,
-#: novelty -0.25). At k=10 onboarding answers that is 0.375 against 0.365, 1.58x popularity's
-#: 0.238. Neighbouring settings (lambda 200-800, co_watch 0.75-1.5, novelty -0.5) are within 0.006.
+#: theirs (as through search). With the fixed question order: 0.518 at (lambda 400, co_watch 1,
+#: novelty -0.5) against 0.462 for the best without co-watch and 0.448 for co_watch 0, novelty
+#: -0.25. Re-tuned for the adaptive questions (`next_questions`) on a small grid around those:
+#: 0.582 at (lambda 800, co_watch 1, novelty -0.5), 0.579 at lambda 400 (the best of co_watch
+#: 0.75-1.5 x novelty -0.75..-0.25 there, all 0.568-0.579), 0.572 at lambda 200, 0.493 without
+#: co-watch; at k=10 onboarding answers 0.555, 1.59x popularity's (0.558 at lambda 400).
 DEFAULT_CO_WATCH = 1.0
 #: Ridge weight of `CoWatch` (EASE's lambda), in co-ratings (see `DEFAULT_CO_WATCH`).
-CO_WATCH_REGULARIZATION = 400.0
+CO_WATCH_REGULARIZATION = 800.0
 #: `CoWatch` learns weights among at most this many of the most-rated items (cost grows with
 #: its cube); 2,000 covers every movie above `DEFAULT_MIN_RATINGS` on ml-100k and ml-latest-small.
 CO_WATCH_MAX_ITEMS = 2000

@@ -29,17 +29,21 @@ with the query.
 Speed: WRatio over all titles costs ~150 ms for 90k titles on two cores, so candidates come
 from vectorised prefilters instead: the exact/prefix range by binary search on the sorted
 keys, an inverted word index whose vocabulary is matched with `process.cdist(...,
-fuzz.ratio, score_cutoff=...)`, and, only when no title holds (nearly) all the query's words,
+fuzz.ratio, score_cutoff=...)` (only over the words whose length can reach the cutoff, and
+remembered per query word between calls: while a person types, only the last word is new),
+and, only when no title holds (nearly) all the query's words,
 `fuzz.ratio` over the keys of a compatible length (joined words: "forrestgump"). Only those
-few thousand candidates are scored: on a 90k-title catalogue a query takes ~1.5-10 ms (two CPU
-cores) and building the index ~1.5 s.
+few thousand candidates are scored: on a 90k-title catalogue a keystroke takes ~3-5 ms of CPU,
+at worst ~20 ms (one core, `benchmarks/catalogue.py`), and building the index ~2-3 s.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +69,7 @@ _RATIO_CANDIDATES = 200  # candidates taken from the plain ratio over all keys (
 _RATIO_CUTOFF = 50.0  # score_cutoff of that fallback
 _FALLBACK_COVERAGE = 0.85  # run the fallback when no key holds this share of the query's words
 _REFINE = 200  # best candidates refined with WRatio
+_WORD_CACHE_SIZE = 512  # query words whose close vocabulary words are remembered between calls
 
 _DROP = re.compile(r"[\'\u2019\u2018`.]")
 _NON_WORD = re.compile(r"[\W_]+")
@@ -162,11 +167,18 @@ class TitleSearch:
     `catalogue` is `Dataset.catalogue` (row i describes item index i) or any DataFrame with
     a `title` column (MovieLens form, "Matrix, The (1999)") or a `display_title` column;
     optional `display_title` (shown in results), `year` and `popularity` (tie-break) columns
-    are used when present. The object is immutable after construction and safe to share
-    between threads.
+    are used when present. The index is immutable after construction and the object is safe
+    to share between threads.
+
+    `word_cache_size`: how many query words' close vocabulary words (the fuzzy word match, the
+    costly part of a query) are remembered between calls, least recently used dropped first.
+    While a person types, only the last word changes, so the earlier words come from the
+    cache; 0 turns the cache off. Results never depend on it.
     """
 
-    def __init__(self, catalogue: pd.DataFrame) -> None:
+    def __init__(self, catalogue: pd.DataFrame, word_cache_size: int = _WORD_CACHE_SIZE) -> None:
+        if isinstance(word_cache_size, bool) or not isinstance(word_cache_size, (int, np.integer)) or word_cache_size < 0:
+            raise ValueError(f"word_cache_size must be a non-negative integer (0: no cache), got {word_cache_size!r}")
         if "title" not in catalogue.columns and "display_title" not in catalogue.columns:
             raise ValueError(
                 f"catalogue needs a 'title' or 'display_title' column, got columns {list(catalogue.columns)}"
@@ -227,6 +239,15 @@ class TitleSearch:
         self._postings_indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(pairs_word, minlength=len(vocab)), out=self._postings_indptr[1:])
         self._vocab: list[str] = vocab
+        # The vocabulary by length, so a fuzzy word match only scores words long enough to reach its cutoff.
+        vocab_length = np.fromiter((len(word) for word in vocab), dtype=np.int64, count=len(vocab))
+        self._vocab_by_length = np.argsort(vocab_length, kind="stable")
+        self._vocab_sorted_lengths = vocab_length[self._vocab_by_length]
+        self._vocab_list_by_length: list[str] = [vocab[i] for i in self._vocab_by_length.tolist()]
+
+        self._word_cache_size = int(word_cache_size)
+        self._word_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._word_cache_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._display)
@@ -311,13 +332,10 @@ class TitleSearch:
         """
         if (word, last) in cache:
             return cache[word, last]
-        if len(word) >= 4:
-            if word not in cache:  # the fuzzy part does not depend on `last`
-                cutoff = 75 if len(word) == 4 else 80
-                cache[word] = process.cdist([word], self._vocab, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=1)[0] / 100.0
-            similarity = cache[word].copy()
-        else:
-            similarity = np.zeros(len(self._vocab))
+        similarity = np.zeros(len(self._vocab))
+        if len(word) >= 4:  # the fuzzy part does not depend on `last`
+            close, scores = self._close_words(word)
+            similarity[close] = scores / 100.0
         low, high = bisect_left(self._vocab, word), bisect_left(self._vocab, word + "\U0010ffff")
         if last and len(word) >= 2:
             similarity[low:high] = 1.0
@@ -325,6 +343,41 @@ class TitleSearch:
             similarity[low] = 1.0
         cache[word, last] = similarity
         return similarity
+
+    def _close_words(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary words within `fuzz.ratio` reach of `word` (4+ characters): (vocabulary
+        indices (h,) int64 ascending, their ratio (h,) uint8), those scoring at least 75 (4
+        characters) or 80 (5+). Remembered for the last `word_cache_size` words.
+
+        Only words whose length can reach the cutoff are scored: ratio = 2 x matches / (a + b)
+        >= r needs the other length within [a r / (2 - r), a (2 - r) / r] (the bounds are
+        widened a little against rounding; a word outside them scores below the cutoff anyway).
+        """
+        with self._word_cache_lock:
+            found = self._word_cache.get(word)
+            if found is not None:
+                self._word_cache.move_to_end(word)
+                return found
+        cutoff = 75 if len(word) == 4 else 80
+        share = cutoff / 100.0
+        low = int(np.searchsorted(self._vocab_sorted_lengths, len(word) * share / (2.0 - share) - 1e-6, side="left"))
+        high = int(np.searchsorted(self._vocab_sorted_lengths, len(word) * (2.0 - share) / share + 1e-6, side="right"))
+        scores = process.cdist(
+            [word], self._vocab_list_by_length[low:high], scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=1
+        )[0]
+        hits = np.flatnonzero(scores)
+        close = self._vocab_by_length[low + hits]
+        order = np.argsort(close)
+        found = (close[order], scores[hits][order])
+        for array in found:
+            array.flags.writeable = False
+        if self._word_cache_size:
+            with self._word_cache_lock:
+                self._word_cache[word] = found
+                self._word_cache.move_to_end(word)
+                while len(self._word_cache) > self._word_cache_size:
+                    self._word_cache.popitem(last=False)
+        return found
 
     def _word_coverage(self, key: str, cache: dict) -> np.ndarray:
         """For every key, the share of the query's characters in words the key contains:

@@ -355,6 +355,54 @@ def test_explain_splits_the_score_exactly(data) -> None:
         strict.explain(ratings, 30)
 
 
+def test_explain_many_equals_explain_item_by_item_exactly(data) -> None:
+    strict = AlternatingLeastSquares(replace(TINY, min_rating=2.0), device="cpu").fit(data)
+    ratings = {2: 5.0, 11: 3.5, 20: 1.5, 25: 4.0}
+    wanted = np.array([17, 0, 2, 17, 29, 5])  # any order, repeats allowed
+    many = strict.explain_many(ratings, wanted)
+    assert many == [strict.explain(ratings, int(item)) for item in wanted]
+    assert many[0] == many[3]
+    assert strict.explain_many(ratings, np.array([], dtype=np.int64)) == []
+    assert strict.explain_many({}, np.array([1, 2])) == [[], []]
+    with pytest.raises(IndexError):
+        strict.explain_many(ratings, np.array([0, 30]))
+    with pytest.raises(TypeError, match="integer item indices"):
+        strict.explain_many(ratings, np.array([0.5]))
+
+
+def test_explain_many_shares_the_generic_default_answers(data) -> None:
+    """The override agrees with the base class's one-`explain`-per-item default (with more
+    factors than a SIMD register holds, where a changed summation order would show)."""
+    strict = AlternatingLeastSquares(replace(TINY, factors=24, iterations=3), device="cpu").fit(data)
+    ratings = {4: 4.5, 9: 2.0, 13: 5.0}
+    wanted = np.arange(strict.n_items)
+    assert strict.explain_many(ratings, wanted) == Recommender.explain_many(strict, ratings, wanted)
+
+
+def test_host_item_cache_follows_the_factors(data, tmp_path) -> None:
+    """Y and YᵀY + λI are computed once per set of item factors and never go stale after a
+    refit, a load or an in-place change of the factors."""
+    model = AlternatingLeastSquares(TINY, device="cpu").fit(data)
+    ratings = {2: 5.0, 11: 3.5}
+    folded = model.fold_in(ratings)
+    y, gram = model._host_items()
+    assert model._host_items()[1] is gram  # cached
+    np.testing.assert_allclose(gram, y.T @ y + TINY.regularization * np.eye(TINY.factors), rtol=1e-12)
+
+    model.fit(generate_synthetic(40, 30, 600, seed=11))  # other data: other factors
+    y_refit = model.item_factors().astype(np.float64)
+    assert model._host_items()[1] is not gram
+    np.testing.assert_array_equal(model._host_items()[0], y_refit)
+    assert not np.array_equal(model.fold_in(ratings), folded)
+
+    loaded = Recommender.load(AlternatingLeastSquares(TINY, device="cpu").fit(data).save(tmp_path / "als"), device="cpu")
+    np.testing.assert_array_equal(loaded.fold_in(ratings), folded)
+
+    with torch.no_grad():
+        loaded._item_factors.mul_(2.0)  # in place: same tensor, new version
+    np.testing.assert_array_equal(loaded._host_items()[0], loaded.item_factors().astype(np.float64))
+
+
 # --- persistence and devices ------------------------------------------------------------------
 def test_save_load_round_trip_is_exact(model, tmp_path) -> None:
     loaded = Recommender.load(model.save(tmp_path / "als"), device="cpu")

@@ -108,6 +108,28 @@ def test_projection_matches_an_svd_reference(cloud) -> None:
     assert full.explained_variance_ratio.sum() <= 1.0
 
 
+@pytest.mark.parametrize("n_components", [2, 3])
+def test_large_projection_uses_the_covariance_and_equals_a_full_svd_pca(n_components) -> None:
+    """Many items per dimension (the d x d covariance path) or fewer (the SVD path): the map is
+    scikit-learn's exact full-SVD PCA: axes (same signs), mean, variance ratios, coordinates."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(5)
+    n, d = 3000, 16
+    factors = (rng.normal(size=(n, d)) * np.geomspace(4.0, 0.05, d) + rng.normal(size=d)).astype(np.float32)
+    factors = factors @ np.linalg.qr(rng.normal(size=(d, d)))[0].astype(np.float32)  # axes not along the coordinates
+    popularity = rng.permutation(np.arange(1, n + 1))
+    model, catalogue = Factors(factors), catalogue_for(popularity)
+    for top_n in (None, 10 * d, 10 * d - 1):
+        projection = project_items(model, catalogue, n_components=n_components, top_n=top_n)
+        chosen = factors[projection.item_idx].astype(np.float64)
+        reference = PCA(n_components=n_components, svd_solver="full").fit(chosen)
+        np.testing.assert_allclose(projection.components, reference.components_, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(projection.mean, reference.mean_, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(projection.explained_variance_ratio, reference.explained_variance_ratio_, rtol=1e-9)
+        np.testing.assert_allclose(projection.coords, reference.transform(chosen), rtol=1e-5, atol=1e-5)
+
+
 def test_projection_rejects_bad_arguments(cloud) -> None:
     model, catalogue, _, _ = cloud
     with pytest.raises(ValueError, match="n_components must be an integer from 1 to 6"):
@@ -118,6 +140,12 @@ def test_projection_rejects_bad_arguments(cloud) -> None:
         project_items(model, catalogue, top_n=1)
     with pytest.raises(ValueError, match="catalogue has 39 items"):
         project_items(model, catalogue.iloc[:39])
+    for top_n in (None, 10):  # the covariance path (40 items >= 10 x 3 dims) and the SVD path
+        for bad in (np.nan, np.inf):
+            factors = np.ones((40, 3))
+            factors[int(np.argmax(catalogue["popularity"].to_numpy())), 1] = bad  # the most rated item
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                project_items(Factors(factors), catalogue, top_n=top_n)
 
 
 def test_describe_components_names_the_extreme_items(cloud) -> None:
@@ -143,7 +171,7 @@ def test_describe_components_names_the_extreme_items(cloud) -> None:
 def test_project_vector_places_a_direction_at_the_item_scale(cloud) -> None:
     model, catalogue, _, _ = cloud
     projection = project_items(model, catalogue, n_components=2, top_n=40)
-    w1, w2 = projection.pca.components_
+    w1, w2 = projection.components
     # A vector along the first axis lands on it, at the item cloud's RMS norm, whatever its length.
     for length in (0.01, 1.0, 250.0):
         np.testing.assert_allclose(project_vector(projection, length * w1), [projection.item_scale, 0.0], atol=1e-4)

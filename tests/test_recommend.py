@@ -278,6 +278,53 @@ def test_exact_reasons_of_a_linear_model_are_its_own_terms() -> None:
         assert sum(r.contribution for r in rec.reasons) == pytest.approx(rec.score - 0.0, abs=1e-5)
 
 
+def test_reasons_come_from_one_explain_many_call() -> None:
+    """The page asks the model once for all recommended items (`explain_many`), not once per item."""
+
+    class Counting(FixedFactors):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.asked: list[list[int]] = []
+
+        def explain_many(self, ratings, item_idx):
+            self.asked.append(np.asarray(item_idx).tolist())
+            return super().explain_many(ratings, item_idx)
+
+    rng = np.random.default_rng(3)
+    model = Counting(rng.normal(size=(15, 3)), exact=True)
+    ratings = {1: 5.0, 4: 2.0, 6: 3.5}
+    recs = recommend_profile(model, catalogue_for(15), ratings, k=6)
+    assert model.asked == [[rec.item_idx for rec in recs]]
+    for rec in recs:
+        assert [(r.item_idx, r.contribution) for r in rec.reasons] == [
+            (j, pytest.approx(c, abs=1e-5)) for j, c in model.explain(ratings, rec.item_idx)
+        ]
+
+
+def test_explain_many_default_is_one_explain_per_item() -> None:
+    rng = np.random.default_rng(4)
+    exact = FixedFactors(rng.normal(size=(8, 2)), exact=True)
+    ratings = {0: 4.0, 5: 1.5}
+    items = np.array([7, 2, 7, 3])
+    assert exact.explain_many(ratings, items) == [exact.explain(ratings, int(i)) for i in items]
+    assert exact.explain_many(ratings, np.array([], dtype=np.int64)) == []
+    assert FixedFactors(rng.normal(size=(8, 2))).explain_many(ratings, items) is None  # explain gives None
+
+
+def test_als_reasons_equal_its_per_item_explanations() -> None:
+    from recengine.data.synthetic import generate_synthetic
+
+    data = generate_synthetic(n_users=60, n_items=40, n_interactions=900, seed=5)
+    model = create_model("als", device="cpu", factors=6, iterations=4, seed=0).fit(data)
+    ratings = {3: 5.0, 10: 4.0, 17: 4.5}
+    recs = recommend_profile(model, data.catalogue, ratings, k=5, novelty=0.0, co_watch=0.0)
+    for rec in recs:
+        assert rec.exact_reasons is True
+        raw = model.explain(ratings, rec.item_idx)
+        assert [r.item_idx for r in rec.reasons] == [j for j, _ in raw]
+        assert sum(r.contribution for r in rec.reasons) == pytest.approx(rec.score, rel=1e-4, abs=1e-5)
+
+
 def test_no_reasons_without_ratings_or_when_switched_off() -> None:
     model = FixedFactors(np.eye(3), exact=True)
     assert all(rec.reasons == [] for rec in recommend_profile(model, catalogue_for(3), {}, k=3))

@@ -277,3 +277,59 @@ def test_real_ml_latest_small(small_search):
     assert small_search.best_match("Star Wars 1977").title == "Star Wars: Episode IV - A New Hope (1977)"
     assert small_search.best_match("spiderman").title == "Spider-Man (2002)"
     assert small_search.best_match("lord of the rings").title.startswith("The Lord of the Rings")
+
+
+# --- the word cache and the length pruning ------------------------------------------------------
+@pytest.fixture(scope="module")
+def pseudo_catalogue() -> pd.DataFrame:
+    """3,000 made-up titles with years and popularity (a vocabulary of a few thousand words)."""
+    from recengine.data.synthetic import generate_synthetic
+
+    return generate_synthetic(200, 3000, 6000, titles="pseudo", seed=4).catalogue
+
+
+def typed(query: str) -> list[str]:
+    return [query[:end] for end in range(1, len(query) + 1)]
+
+
+def test_cached_search_equals_uncached_while_typing(pseudo_catalogue):
+    cached, uncached = TitleSearch(pseudo_catalogue, word_cache_size=8), TitleSearch(pseudo_catalogue, word_cache_size=0)
+    names = pseudo_catalogue["display_title"].str.split(" (", n=1, regex=False).str[0].tolist()
+    queries = [names[0].lower(), names[7], names[42][:3] + names[42][4] + names[42][3] + names[42][5:],
+               "the silent river", "midnigth gardn", "love", "Matrix, The (1999)", "star wars 1977"]
+    typed_queries = [prefix for query in queries for prefix in typed(query)]
+    typed_queries += typed(queries[3])[::-1]  # backspacing: the words come back from the cache
+    for prefix in typed_queries:
+        assert cached.search(prefix, limit=6) == uncached.search(prefix, limit=6), prefix
+    for query in queries:
+        assert cached.resolve(query) == uncached.resolve(query), query
+    assert 0 < len(cached._word_cache) <= 8
+    assert len(uncached._word_cache) == 0
+
+
+def test_close_words_scores_only_lengths_that_can_reach_the_cutoff(pseudo_catalogue):
+    """The length-pruned fuzzy word match equals `fuzz.ratio` over the whole vocabulary."""
+    from rapidfuzz import fuzz, process
+
+    search = TitleSearch(pseudo_catalogue, word_cache_size=0)
+    vocabulary = search._vocab
+    words = sorted({word for word in vocabulary if len(word) >= 4})[::7][:150]
+    words += ["abcd", "qqqq", "midnigth", "gardn", "extraordinarily", "a" * 30]
+    for word in words:
+        cutoff = 75 if len(word) == 4 else 80
+        reference = process.cdist([word], vocabulary, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=1)[0]
+        close, scores = search._close_words(word)
+        assert close.tolist() == np.flatnonzero(reference).tolist(), word
+        assert scores.tolist() == reference[close].tolist(), word
+
+
+def test_word_cache_keeps_the_most_recent_words():
+    search = TitleSearch(MOVIES, word_cache_size=2)
+    for word in ("matrix", "hamlet", "runner"):
+        search._close_words(word)
+    assert list(search._word_cache) == ["hamlet", "runner"]
+    first = search._close_words("hamlet")  # a hit moves it to the back
+    assert search._close_words("hamlet") is first
+    assert list(search._word_cache) == ["runner", "hamlet"]
+    with pytest.raises(ValueError, match="word_cache_size must be a non-negative integer"):
+        TitleSearch(MOVIES, word_cache_size=-1)

@@ -448,6 +448,19 @@ class Recommender(ABC):
         leave-one-out re-scoring)."""
         return None
 
+    def explain_many(self, ratings: Mapping[int, float], item_idx: np.ndarray) -> list[list[tuple[int, float]]] | None:
+        """`explain(ratings, i)` for every item `i` of `item_idx` ((n,) int), aligned with it:
+        entry j is exactly `explain(ratings, item_idx[j])`; None when the model cannot attribute
+        its scores (`explain` returns None). This default calls `explain` once per item; models
+        whose explanation shares work across items (one solve for all of them) override it."""
+        explanations = []
+        for item in np.asarray(item_idx, dtype=np.int64).reshape(-1).tolist():
+            explanation = self.explain(ratings, int(item))
+            if explanation is None:
+                return None
+            explanations.append(explanation)
+        return explanations
+
     def seen_items(self, user_idx: int) -> torch.Tensor:
         """Item indices user `user_idx` interacted with in training (int64, CPU)."""
         self._check_fitted()
