@@ -7,7 +7,8 @@ Every candidate is fitted on each "fit" part and scored by its RMSE on the match
 part; the objective is the mean over the parts. Candidates are the starting point (`--base`),
 any given with `--candidate` (repeatable JSON of changes to the base), then `--trials` random
 draws from SPACE around the base. Each trial prints its changes, the per-part validation RMSE
-(and the best epoch's, from a per-epoch validation curve), the objective and the fit seconds.
+(and the best epoch's, from a per-epoch validation curve), the objective, the fit seconds (wall)
+and the fits' CPU seconds (this process, all threads: steadier than wall time on a shared machine).
 
     RECENGINE_DATA_DIR=/work/shared/datasets python benchmarks/tune_neural.py [--threads 1]
         [--parts ml-100k:random,ml-100k:u1] [--base '{"fusion": "mlp"}'] [--candidate '{"dropout": 0.3}']
@@ -38,6 +39,7 @@ from recengine.models.neural import NeuralConfig, NeuralRecommender  # noqa: E40
 SPACE: dict[str, tuple[Any, ...]] = {
     "fusion": ("mlp", "neumf"),
     "implicit_feedback": (False, True),
+    "implicit_max_items": (32, 64, 128, 256),
     "embedding_dim": (32, 64, 128),
     "hidden": ((16,), (32,), (64,), (64, 32), (128, 64)),
     "activation": ("relu", "gelu"),
@@ -66,16 +68,20 @@ def validation_parts(specs: Sequence[str]) -> dict[str, tuple[Dataset, Dataset]]
     return parts
 
 
-def score(config: NeuralConfig, parts: dict[str, tuple[Dataset, Dataset]]) -> tuple[float, dict[str, float], dict[str, float], float]:
-    """(objective, {part: valid RMSE at the end}, {part: best epoch's valid RMSE}, fit seconds)."""
-    final, best, seconds = {}, {}, 0.0
+def score(
+    config: NeuralConfig, parts: dict[str, tuple[Dataset, Dataset]]
+) -> tuple[float, dict[str, float], dict[str, float], float, float]:
+    """(objective, {part: valid RMSE at the end}, {part: best epoch's valid RMSE}, fit seconds, fit CPU seconds)."""
+    final, best, seconds, cpu_seconds = {}, {}, 0.0, 0.0
     for name, (fit, valid) in parts.items():
+        cpu_started = time.process_time()
         model = NeuralRecommender(config, device="cpu").fit(fit, valid)
+        cpu_seconds += time.process_time() - cpu_started
         predicted = model.predict(valid.users, valid.items).astype(np.float64)
         final[name] = float(np.sqrt(np.mean((predicted - valid.ratings) ** 2)))
         best[name] = min(event.metrics["rmse"] for event in model.history)
         seconds += model.fit_seconds
-    return float(np.mean(list(final.values()))), final, best, seconds
+    return float(np.mean(list(final.values()))), final, best, seconds, cpu_seconds
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -101,12 +107,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for label, changes in candidates:
         config = config_from_dict(NeuralConfig, {**_as_json(base), **changes})
         started = time.perf_counter()
-        objective, final, best, fit_seconds = score(config, parts)
+        objective, final, best, fit_seconds, cpu_seconds = score(config, parts)
         results.append((objective, label, changes))
         print(
             f"{label:>8} objective {objective:.4f} final {json.dumps({k: round(v, 4) for k, v in final.items()})} "
             f"best-epoch {json.dumps({k: round(v, 4) for k, v in best.items()})} {json.dumps(changes)} "
-            f"(fit {fit_seconds:.1f} s, {time.perf_counter() - started:.1f} s in all)",
+            f"(fit {fit_seconds:.1f} s, CPU {cpu_seconds:.1f} s, {time.perf_counter() - started:.1f} s in all)",
             flush=True,
         )
     objective, label, changes = min(results, key=lambda result: result[0])

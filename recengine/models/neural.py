@@ -18,16 +18,31 @@ row (`reg_uniform`) and the optimiser's weight decay. Dropout draws its masks fr
 `torch.Generator` seeded with `seed`, so a fit is reproducible on CPU.
 
 With `implicit_feedback` (the default) a user's e_u and p_u each also get |N(u)|^-½ Σ_j y_j over
-the items N(u) they rated (SVD++, Koren 2008), from two more item tables.
+the items N(u) they rated (SVD++, Koren 2008), from two more item tables. N(u) is capped at
+`implicit_max_items` items (a fixed seeded subset, the same for every epoch and for prediction;
+exact for users with fewer ratings), so an epoch costs at most that many table rows per rating,
+linear in the ratings; uncapped, every batch re-summed the whole history of each of its users
+(73 table rows per rating at 100k ratings, 354 at 1M). The padded item table is built once per
+fit, so a CUDA step has no host-device synchronisation.
 
 Measured with the defaults (benchmarks/accuracy.py, one CPU thread on a shared 2-core machine):
-RMSE 0.9122 on ml-100k u1 (MF 0.9155) and 0.9038 on ml-100k random 80/20 seed 42 (MF 0.9080;
+RMSE 0.9136 on ml-100k u1 (MF 0.9155) and 0.9046 on ml-100k random 80/20 seed 42 (MF 0.9080;
 the issue's target there, 0.895, is not reached). On a validation part of the training data
 (final-epoch RMSE, 15 epochs unless said) the MLP alone (fusion "mlp") is clearly worse (0.927)
 than NeuMF, a wide MLP overfits (hidden (64,) with dropout 0.1: 0.915; (16,) without: 0.910),
 implicit feedback is what lifts NeuMF past MF (0.907; MF 0.908) and 10 epochs beat 15 and 8
-(0.906 against 0.907 and 0.907). The implicit-feedback sums make a fit several times slower than
-MF's: 30-40 s against 5 s for ml-100k at a load average of 4-6 on 2 cores.
+(0.906 against 0.907 and 0.907). With 10 epochs (ml-100k random 80/20, validation): the cap at
+64 items gives 0.9052 against 0.9057 uncapped, 0.9059 at 128 and 0.9073 at 32, and a fit takes
+less than half the time of the uncapped one; reg_uniform 0.1 (0.9067), 15 epochs at learning
+rate 0.003 (0.9065), embedding_dim 128 with reg_embeddings 0.15 (0.9145), weight_decay 0.1
+(0.9058) or 0.05 (0.9048, but 0.9030 against 0.9027 on u1's validation part), range_margin
+0.5 (0.9072) and batches of 2048 at learning rate 0.01 (0.9063; 30% cheaper) did not help.
+A default fit of 72,000 ml-100k ratings costs about 13 CPU seconds (one thread); a fit of the
+80,000 training ratings took 20-26 s of wall time at a load average of 7 on 2 cores (uncapped:
+30-40 s at 4-6). benchmarks/scale.py (CPU seconds per epoch, 100k -> 1M synthetic ratings):
+1.68 -> 28.3 s, growth exponent 1.23 (uncapped: 3.05 -> 99.3 s, 1.51); the rest above 1 is the
+per-step work on whole tables (dense gradients, AdamW, reg_uniform), which grows with the
+catalogue as well as the steps.
 
 A brand-new user is folded in by optimising a fresh [e_u; p_u; b_u] against the frozen network
 (see `NeuralRecommender.fold_in`; about 0.1 s for 10 or 20 ratings on a loaded CPU); `explain`
@@ -48,10 +63,21 @@ import torch
 from torch import nn
 
 from recengine.data.dataset import Dataset
-from recengine.models.base import EpochCallback, NotFittedError, Recommender, register
+from recengine.models.base import (
+    MAX_BATCH_SIZE,
+    MAX_EMBEDDING_DIM,
+    MAX_EPOCHS,
+    MAX_SEED,
+    EpochCallback,
+    NotFittedError,
+    Recommender,
+    check_range,
+    clip_repr,
+    register,
+)
 from recengine.training import check_training_config, train_loop
 
-__all__ = ["ACTIVATIONS", "Bags", "FUSIONS", "NeuralConfig", "NeuralNetwork", "NeuralRecommender", "Side"]
+__all__ = ["ACTIVATIONS", "Bags", "FUSIONS", "NeuralConfig", "NeuralNetwork", "NeuralRecommender", "Side", "implicit_item_table"]
 
 #: How the MLP is combined with a dot product of user and item vectors.
 FUSIONS = ("mlp", "neumf")
@@ -67,6 +93,11 @@ _ACTIVATION_FUNCTIONS = {
 _GRID_ELEMENTS = 1 << 24
 #: Profiles whose leave-one-out fold-ins `explain` keeps, most recent first.
 _EXPLAIN_CACHE_SIZE = 8
+#: Bounds of the network's shape and of the fold-in's optimiser steps.
+MAX_HIDDEN_LAYERS = 16
+MAX_HIDDEN_WIDTH = 8192
+MAX_FOLD_IN_STEPS = 10_000
+MAX_IMPLICIT_ITEMS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -77,9 +108,11 @@ class NeuralConfig:
     network's shape (fusion, hidden, dropout, implicit_feedback) was chosen with
     `benchmarks/tune_neural.py` on a 10% validation part carved out of the training part of
     ml-100k's random 80/20 split (validation RMSE 0.9057; MF 0.9077); the test parts were never
-    used. fold_in_reg was chosen on the same validation part by folding in 120 users from 5 or 10
-    of their ratings (validation RMSE 1.044 / 1.012 at 10, against 1.055 / 1.018 at 3 and
-    1.040 / 1.013 at 30; MF's fold-in: 1.048 / 1.010; the mean user alone: 1.087).
+    used. implicit_max_items was chosen on the random split's validation part (64: 0.9052; 32:
+    0.9073; 128: 0.9059; uncapped: 0.9057). fold_in_reg was chosen on the same validation part
+    by folding in 120 users from 5 or 10 of their ratings (validation RMSE 1.044 / 1.012 at 10,
+    against 1.055 / 1.018 at 3 and 1.040 / 1.013 at 30; MF's fold-in: 1.048 / 1.010; the mean
+    user alone: 1.087).
     """
 
     #: One of FUSIONS: "mlp" (MLP of the embeddings only) or "neumf" (MLP plus a dot-product branch).
@@ -97,6 +130,10 @@ class NeuralConfig:
     #: Add to a user's vectors |N(u)|^-½ Σ_{j in N(u)} y_j over the items N(u) they rated (SVD++'s
     #: implicit feedback, Koren 2008), with a table y for the MLP branch and one for the dot product.
     implicit_feedback: bool = True
+    #: At most this many rated items per user enter the implicit-feedback sum (a fixed subset drawn
+    #: with `seed`; exact for users with fewer ratings), so an epoch costs at most this many table
+    #: rows per rating: linear in the ratings.
+    implicit_max_items: int = 64
     #: Full passes over the training ratings.
     epochs: int = 10
     #: Ratings per optimiser step.
@@ -140,16 +177,21 @@ class NeuralConfig:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        for name in ("embedding_dim", "fold_in_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if (
-            not isinstance(self.hidden, tuple)
-            or not self.hidden
-            or any(isinstance(width, bool) or not isinstance(width, int) or width < 1 for width in self.hidden)
-        ):
-            raise ValueError(f"hidden must be a non-empty tuple of ints >= 1 (layer widths, e.g. (64, 32)), got {self.hidden!r}")
+        check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING_DIM)
+        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_range("early_stopping_patience", self.early_stopping_patience, 0, MAX_EPOCHS)
+        check_range("fold_in_steps", self.fold_in_steps, 1, MAX_FOLD_IN_STEPS)
+        check_range("implicit_max_items", self.implicit_max_items, 1, MAX_IMPLICIT_ITEMS)
+        check_range("seed", self.seed, 0, MAX_SEED)
+        def is_width(width: object) -> bool:
+            return isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= MAX_HIDDEN_WIDTH
+
+        if not isinstance(self.hidden, tuple) or not 1 <= len(self.hidden) <= MAX_HIDDEN_LAYERS or not all(map(is_width, self.hidden)):
+            raise ValueError(
+                f"hidden must be a tuple of 1 to {MAX_HIDDEN_LAYERS} layer widths, each an int from 1 to {MAX_HIDDEN_WIDTH:,} "
+                f"(e.g. (64, 32)), got {clip_repr(self.hidden)}"
+            )
         if not (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         for name in ("reg_embeddings", "reg_bias", "reg_uniform", "fold_in_reg", "range_margin"):
@@ -181,8 +223,10 @@ class Side(NamedTuple):
 
 
 class Bags(NamedTuple):
-    """Rated items of n users, flattened: items int64 (total,), offsets int64 (n,) where each
-    user's items start, weights float32 (total,) = |N(u)|^-½ of the user owning each entry."""
+    """The implicit-feedback items N(u) of n users with weights |N(u)|^-½ (float32), in one of two
+    layouts: flattened, items int64 (total,), offsets int64 (n,) where each user's items start,
+    weights (total,); or padded, items int64 (n, c), offsets None, weights (n, c), the padding
+    being item 0 with weight 0 (no host-device sync to build, for CUDA)."""
 
     items: torch.Tensor
     offsets: torch.Tensor
@@ -258,17 +302,27 @@ class NeuralNetwork(nn.Module):
         mlp = self.user_embedding(users)
         gmf = self.user_gmf(users) if self.user_gmf is not None else None
         if bags is not None and self.implicit is not None:
-            mlp = mlp + self.implicit_sums(bags, self.implicit)
+            sums = self.implicit_sums(bags)
+            d = mlp.shape[1]
+            mlp = mlp + sums[:, :d]
             if gmf is not None:
-                gmf = gmf + self.implicit_sums(bags, self.implicit_gmf)
+                gmf = gmf + sums[:, d:]
         return Side(mlp, gmf, self.user_bias(users).squeeze(1) if self.user_bias is not None else None)
 
+    def implicit_sums(self, bags: Bags) -> torch.Tensor:
+        """Implicit-feedback vectors Σ_j w_j y_j of n users whose items are `bags`: (n, d) float32
+        from `implicit`, or (n, 2d) [MLP sums | dot-product sums] with fusion "neumf". The tables
+        are summed side by side in one pass (one index sort instead of two; about twice as fast)
+        unless their gradients must stay sparse."""
+        tables = [table for table in (self.implicit, self.implicit_gmf) if table is not None]
+        if tables[0].sparse:
+            return torch.cat([self._bag_sum(bags, table.weight, sparse=True) for table in tables], dim=1)
+        return self._bag_sum(bags, torch.cat([table.weight for table in tables], dim=1), sparse=False)
+
     @staticmethod
-    def implicit_sums(bags: Bags, table: nn.Embedding) -> torch.Tensor:
-        """Implicit-feedback vectors Σ_j w_j y_j (n, d) float32 of n users whose rated items are
-        `bags`, y_j the rows of `table`."""
+    def _bag_sum(bags: Bags, weight: torch.Tensor, sparse: bool) -> torch.Tensor:
         return nn.functional.embedding_bag(
-            bags.items, table.weight, bags.offsets, mode="sum", per_sample_weights=bags.weights, sparse=table.sparse
+            bags.items, weight, bags.offsets, mode="sum", per_sample_weights=bags.weights, sparse=sparse
         )
 
     def item_side(self, items: torch.Tensor) -> Side:
@@ -320,6 +374,48 @@ class NeuralNetwork(nn.Module):
         return self.pair_scores(self.user_side(users, bags), self.item_side(items))
 
 
+def implicit_item_table(indptr: np.ndarray, items: np.ndarray, max_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's implicit-feedback items N(u), padded: (items int64 (n_users, c), weights float32
+    (n_users, c)), c = min(max_items, longest row) (at least 1).
+
+    indptr int64 (n_users + 1,), items (nnz,): the users' rated items as CSR rows. N(u) is the
+    whole row when it has at most `max_items` items, else `max_items` of them drawn without
+    replacement (a random key per entry from `np.random.default_rng(seed)`, the smallest keys
+    kept); each row lists N(u) in ascending item order, then padding (item 0, weight 0). The
+    weight of every entry of N(u) is |N(u)|^-½.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    n_users = len(indptr) - 1
+    lengths = np.diff(indptr)
+    owner = np.repeat(np.arange(n_users), lengths)
+    keys = np.random.default_rng(seed).random(len(items))
+    by_key = np.lexsort((keys, owner))  # rows stay in place (owner is sorted), entries by key within
+    kept = by_key[(np.arange(len(items)) - indptr[owner]) < max_items]
+    kept = kept[np.lexsort((items[kept], owner[kept]))]  # back to ascending items within each row
+    kept_lengths = np.minimum(lengths, max_items)
+    rank = np.arange(len(kept)) - np.repeat(np.cumsum(kept_lengths) - kept_lengths, kept_lengths)
+    width = max(1, int(kept_lengths.max(initial=0)))
+    table = np.zeros((n_users, width), dtype=np.int64)
+    weights = np.zeros((n_users, width), dtype=np.float32)
+    table[owner[kept], rank] = items[kept]
+    weights[owner[kept], rank] = (1.0 / np.sqrt(np.maximum(kept_lengths, 1)))[owner[kept]]
+    return table, weights
+
+
+def _capped(counted: torch.Tensor, max_items: int, seed: int) -> torch.Tensor:
+    """counted bool (P, m) -> bool (P, m): in each row at most `max_items` of the True entries,
+    those with the smallest of m random keys drawn from `np.random.default_rng(seed)` (the rule
+    `implicit_item_table` applies to a training row)."""
+    if counted.shape[1] <= max_items:
+        return counted
+    keys = torch.from_numpy(np.random.default_rng(seed).random(counted.shape[1])).to(counted.device)
+    order = torch.argsort(keys)
+    within = torch.empty_like(counted)
+    within[:, order] = counted[:, order].cumsum(1) <= max_items
+    return counted & within
+
+
 @register
 class NeuralRecommender(Recommender):
     """Embeddings + MLP (optionally NeuMF) for explicit ratings; see the module docstring."""
@@ -331,7 +427,9 @@ class NeuralRecommender(Recommender):
     def __init__(self, config: NeuralConfig | None = None, device: str | torch.device = "auto") -> None:
         super().__init__(config, device)
         self.network: NeuralNetwork | None = None
-        self._rated: tuple[torch.Tensor, torch.Tensor] | None = None  # training CSR (indptr, items) on device
+        # Implicit-feedback items of every training user, padded: items int64 (n_users, c), weights
+        # float32 (n_users, c), lengths int64 (n_users,), on device (see `implicit_item_table`).
+        self._implicit: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._explain_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._explain_lock = threading.Lock()
 
@@ -358,33 +456,37 @@ class NeuralRecommender(Recommender):
             config.fusion, config.use_biases, config.implicit_feedback, sparse=config.optimizer == "sparse_adam",
         ).to(self.device)
 
-    def _bags(self, users: torch.Tensor) -> Bags | None:
-        """The training items of known users int64 (n,) (on device) as `Bags`; None without
-        implicit feedback. One host-device sync (the total count) on CUDA."""
-        if not self.config.implicit_feedback:
-            return None
-        indptr, rated = self._rated
-        starts = indptr[users]
-        lengths = indptr[users + 1] - starts
-        offsets = torch.cumsum(lengths, 0) - lengths
-        total = int(lengths.sum())
-        owner = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths, output_size=total)
-        items = rated[starts[owner] + torch.arange(total, device=users.device) - offsets[owner]]
-        weights = lengths.clamp(min=1).float().rsqrt()[owner]
-        return Bags(items, offsets, weights)
+    def _bags(self, users: torch.Tensor) -> Bags:
+        """The implicit-feedback items of known users int64 (n,) (on device) as `Bags`: padded
+        (n, c) on CUDA (no host-device sync), flattened on the CPU (no work on the padding)."""
+        items, weights, lengths = (part[users] for part in self._implicit)
+        if users.is_cuda:
+            return Bags(items, None, weights)
+        present = weights > 0
+        return Bags(items[present], torch.cumsum(lengths, 0) - lengths, weights[present])
 
     def _user_side(self, users: torch.Tensor, network: NeuralNetwork | None = None) -> Side:
-        """Side of known users int64 (n,) on device, implicit feedback included (its sums are
-        computed once per distinct user, then repeated)."""
+        """Side of known users int64 (n,) on device, implicit feedback included. On the CPU the
+        sums are computed once per distinct user, then repeated; on CUDA once per row (finding
+        the distinct users would cost a host-device sync)."""
         network = network if network is not None else self._net()
         if not self.config.implicit_feedback:
             return network.user_side(users)
+        if users.is_cuda:
+            return network.user_side(users, self._bags(users))
         distinct, position = torch.unique(users, return_inverse=True)
         side = network.user_side(distinct, self._bags(distinct))
         return Side(*(None if part is None else part[position] for part in side))
 
     def _set_rated(self) -> None:
-        self._rated = (self._seen_indptr.to(self.device, torch.long), self._seen_items.to(self.device, torch.long))
+        if not self.config.implicit_feedback:
+            self._implicit = None
+            return
+        items, weights = implicit_item_table(
+            self._seen_indptr.numpy(), self._seen_items.numpy(), self.config.implicit_max_items, self.config.seed
+        )
+        lengths = (weights > 0).sum(1)
+        self._implicit = tuple(torch.from_numpy(part).to(self.device) for part in (items, weights, lengths))
 
     # --- training -----------------------------------------------------------------------------
     def _fit(self, train: Dataset, valid: Dataset | None, on_epoch: EpochCallback) -> None:
@@ -539,7 +641,7 @@ class NeuralRecommender(Recommender):
             item_side = network.item_side(item_index)
             offset = torch.zeros_like(theta)
             if network.implicit is not None:
-                counted = (weights > 0).float()
+                counted = _capped(weights > 0, config.implicit_max_items, config.seed).float()
                 counted = counted * counted.sum(1, keepdim=True).clamp(min=1).rsqrt()  # (P, m): |N_p|^-½ on N_p
                 d = self.config.embedding_dim
                 offset[:, :d] = counted @ network.implicit(item_index)
