@@ -5,7 +5,8 @@ A model owns its `nn.Module`, builds its input tensors once, and hands the loop 
     train_loop(network, (users, items), ratings, loss_fn, config, on_epoch=record, validate=rmse_on_valid)
 
 The loop draws shuffled index batches straight from the tensors (`torch.randperm` with a seeded
-`torch.Generator`: no DataLoader, no per-sample Python), steps the optimiser and the learning-rate
+`torch.Generator`, on the device when training on CUDA: no DataLoader, no per-sample Python, no
+host-to-device copy of the order), steps the optimiser and the learning-rate
 schedule once per batch, validates once per epoch, stops early when the monitored metric stops
 improving (and puts the best weights back), turns a NaN loss into a `TrainingError` saying what
 to change, and reports an `EpochEvent` per epoch.
@@ -13,7 +14,8 @@ to change, and reports an `EpochEvent` per epoch.
 Training hyper-parameters live in each model's own frozen config; the loop reads these fields
 (see `TrainingConfig`), and `check_training_config` validates them for the config's `__post_init__`.
 
-Reproducibility: the batch order depends only on `config.seed`; a model that also initialises its
+Reproducibility: the batch order depends only on `config.seed` (and on the device type: CUDA
+draws its own permutation from the same seed); a model that also initialises its
 weights from a `torch.Generator` seeded with it gets identical weights for identical seeds on CPU.
 Nothing global is seeded. (Dropout or other in-module randomness uses torch's global generator and
 is not covered by this guarantee.)
@@ -104,16 +106,21 @@ class TrainSummary:
     stopped_early: bool
 
 
-def check_training_config(config: TrainingConfig) -> None:
-    """Validate the training fields of a model config; ValueError naming the allowed values."""
+def check_training_config(config: TrainingConfig, automatic_batch: bool = False) -> None:
+    """Validate the training fields of a model config; ValueError naming the allowed values.
+
+    automatic_batch: the model reads `batch_size=0` as "choose from the data" (and hands
+    `train_loop` a config with the chosen size), so 0 is allowed too.
+    """
     for name in ("epochs", "batch_size", "early_stopping_patience", "seed"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an int, got {value!r}")
     if config.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.batch_size < (0 if automatic_batch else 1):
+        allowed = ">= 0 (0 = automatic)" if automatic_batch else ">= 1"
+        raise ValueError(f"batch_size must be {allowed}, got {config.batch_size}")
     if config.early_stopping_patience < 0:
         raise ValueError(f"early_stopping_patience must be >= 0 (0 turns it off), got {config.early_stopping_patience}")
     if not (isinstance(config.learning_rate, (int, float)) and math.isfinite(config.learning_rate) and config.learning_rate > 0):
@@ -159,9 +166,9 @@ def make_optimizers(module: nn.Module, config: TrainingConfig) -> list[torch.opt
     lr, decay = config.learning_rate, config.weight_decay
     betas = (0.9, float(getattr(config, "adam_beta2", DEFAULT_BETA2)))
     if config.optimizer == "adam":
-        return [torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=decay)]
+        return [torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=decay, **_fused(params))]
     if config.optimizer == "adamw":
-        return [torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=decay)]
+        return [torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=decay, **_fused(params))]
     if config.optimizer == "sgd":
         return [torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay)]
     if config.optimizer == "adagrad":
@@ -174,9 +181,23 @@ def make_optimizers(module: nn.Module, config: TrainingConfig) -> list[torch.opt
         if sparse:
             optimizers.append(torch.optim.SparseAdam(sparse, lr=lr, betas=betas))
         if dense:
-            optimizers.append(torch.optim.Adam(dense, lr=lr, betas=betas))
+            optimizers.append(torch.optim.Adam(dense, lr=lr, betas=betas, **_fused(dense)))
         return optimizers
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+
+
+def _fused(params: Sequence[torch.Tensor]) -> dict[str, bool]:
+    """`{"fused": True}` (one kernel for the whole Adam/AdamW update) when every parameter is on a
+    CUDA device, else `{}`: the CPU path keeps torch's default (foreach) implementation, and with it
+    results identical to earlier releases."""
+    return {"fused": True} if params and all(p.is_cuda for p in params) else {}
+
+
+def _permutation_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The seeded generator of the batch order: on the training device when it is a CUDA device
+    (the permutation is then drawn there; no n-element host permutation and copy per epoch), else
+    on the CPU. Every rank of a distributed run seeds it alike, so all draw the same permutation."""
+    return torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -258,7 +279,7 @@ def train_loop(
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizers = make_optimizers(module, config)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    generator = _permutation_generator(config.seed, device)
     patience = config.early_stopping_patience if validate is not None else 0
     parallel = _data_parallel(module, loss_fn, device) if distributed.is_distributed() else None
 
@@ -273,7 +294,7 @@ def train_loop(
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
             module.train()
-            order = torch.randperm(n, generator=generator).to(device)
+            order = torch.randperm(n, generator=generator, device=generator.device).to(device)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             for start in range(0, n, batch_size):
                 index = order[start : start + batch_size]

@@ -11,7 +11,8 @@ import torch
 
 from recengine.data.dataset import Dataset, IdMap
 from recengine.models.base import NotFittedError, Recommender, create_model, model_names
-from recengine.models.mf import MatrixFactorization, MFConfig
+import recengine.models.mf as mf_module
+from recengine.models.mf import MatrixFactorization, MFConfig, automatic_batch_size
 
 from conftest import require_release
 
@@ -215,6 +216,84 @@ def test_explain_a_single_rating_by_hand(model):
     assert item == j and contribution == pytest.approx(expected, rel=1e-6)
 
 
+def test_explain_many_equals_explain_per_item_exactly(model, monkeypatch):
+    ratings = {3: 5.0, 10: 1.0, 17: 4.0, 25: 2.5, 31: 3.0}
+    items = np.array([0, 12, 39, 3, 12, 7])  # a rated item and a repeat among them
+    expected = [model.explain(ratings, int(i)) for i in items]
+    assert model.explain_many(ratings, items) == expected
+    monkeypatch.setattr(mf_module, "_EXPLAIN_CHUNK", 1)  # one candidate per chunk: same numbers
+    assert model.explain_many(ratings, items) == expected
+    assert model.explain_many(ratings, np.array([], dtype=np.int64)) == []
+    assert model.explain_many({}, items[:2]) == [[], []]
+
+
+def test_explain_many_matches_a_brute_force_solve_per_item(model):
+    ratings = {3: 5.0, 10: 1.0, 17: 4.0}
+    rated = np.array(sorted(ratings))
+    q = np.hstack([model.item_factors().astype(np.float64), np.ones((model.n_items, 1))])
+    base = model.network.item_bias.weight[:, 0].detach().double().numpy() + float(model.network.global_bias.detach())
+    centred = logit_target(model, np.array([ratings[j] for j in rated])) - base[rated]
+    gram = q[rated].T @ q[rated] + TINY.fold_in_reg * np.eye(q.shape[1])
+    for item, explanation in zip((5, 20), model.explain_many(ratings, np.array([5, 20]))):
+        weights = q[rated] @ np.linalg.inv(gram) @ q[item]
+        assert dict(explanation) == pytest.approx(dict(zip(rated.tolist(), weights * centred)), rel=1e-9, abs=1e-12)
+
+
+def test_explain_many_rejects_bad_indices(model):
+    with pytest.raises(IndexError, match="item index 40 out of range 0..39"):
+        model.explain_many({3: 4.0}, np.array([1, 40]))
+    with pytest.raises(TypeError, match="integer item indices"):
+        model.explain_many({3: 4.0}, np.array([1.5]))
+
+
+def test_explanations_follow_a_refit(data):
+    # The float64 item table behind fold-in and explain is cached per fitted network: a second
+    # fit on other ratings must not reuse the first one's.
+    train, _, _ = data
+    model = MatrixFactorization(replace(TINY, epochs=20), device="cpu").fit(train)
+    ratings = {3: 5.0, 10: 1.0}
+    first = model.explain(ratings, 0)
+    flipped = Dataset.from_arrays(
+        "flipped", train.users, train.items, 6.0 - train.ratings, train.timestamps,
+        user_map=train.user_map, item_map=train.item_map, rating_scale=train.rating_scale,
+    )
+    model.fit(flipped)
+    rep = model.fold_in(ratings).astype(np.float64)
+    second = model.explain(ratings, 0)
+    assert second != first
+    q_0 = model.item_factors()[0].astype(np.float64)
+    assert sum(c for _, c in second) == pytest.approx(float(q_0 @ rep[:-1] + rep[-1]), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "n_ratings, batch", [(0, 1024), (80_000, 1024), (102_400, 1024), (102_500, 1025), (1_000_000, 10_000), (10**7, 10**5)]
+)
+def test_automatic_batch_size(n_ratings, batch):
+    assert automatic_batch_size(n_ratings) == batch
+
+
+def test_automatic_batch_is_the_default_and_the_tuned_1024_on_small_data(data):
+    train, test, _ = data
+    assert MFConfig().batch_size == 0
+    automatic = MatrixFactorization(replace(TINY, batch_size=0, epochs=3), device="cpu").fit(train)
+    fixed = MatrixFactorization(replace(TINY, batch_size=1024, epochs=3), device="cpu").fit(train)
+    assert np.array_equal(automatic.predict(test.users, test.items), fixed.predict(test.users, test.items))
+
+
+def test_automatic_batch_grows_with_the_ratings(monkeypatch):
+    seen = []
+    monkeypatch.setattr(mf_module, "train_loop", lambda *args, **kwargs: seen.append(args[4].batch_size))
+    n = 250_000
+    rng = np.random.default_rng(0)
+    big = Dataset.from_arrays(
+        "big", rng.integers(0, 500, n), rng.integers(0, 300, n), rng.integers(1, 6, n).astype(np.float32),
+        np.arange(n), user_map=IdMap(np.arange(500)), item_map=IdMap(np.arange(300)), rating_scale=(1.0, 5.0),
+    )
+    MatrixFactorization(replace(TINY, batch_size=0), device="cpu").fit(big)
+    MatrixFactorization(replace(TINY, batch_size=64), device="cpu").fit(big)
+    assert seen == [2500, 64]
+
+
 def test_recommend_for_excludes_rated_items(model):
     ratings = {0: 5.0, 1: 5.0, 2: 1.0}
     items, scores = model.recommend_for(ratings, k=5)
@@ -288,6 +367,7 @@ def test_out_of_range_indices_are_rejected(model):
         ({"optimizer": "lbfgs"}, "optimizer must be one of"),
         ({"schedule": "linear"}, "schedule must be one of"),
         ({"epochs": 0}, "epochs must be >= 1"),
+        ({"batch_size": -1}, r"batch_size must be >= 0 \(0 = automatic\)"),
         ({"optimizer": "sparse_adam", "reg_uniform": 0.1}, "reg_uniform=0.1 touches every factor row"),
     ],
 )

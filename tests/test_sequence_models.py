@@ -26,8 +26,10 @@ from recengine.models.sequence import (
     evaluate_next_item,
     left_align,
     next_item_windows,
+    resolve_loss,
     validation_windows,
 )
+import recengine.models.sequence as sequence_module
 
 FAMILIES = ("seq-pooling", "seq-lstm", "seq-transformer")
 #: Small, fast settings for the synthetic data (each fit takes about a second).
@@ -92,7 +94,7 @@ def fresh_network(kind: str, n_items: int = 9, max_length: int = 6) -> torch.nn.
 @pytest.mark.parametrize(
     ("config_cls", "bad", "message"),
     [
-        (PoolingConfig, {"loss": "hinge"}, r"loss must be one of \('softmax', 'sampled_softmax'\), got 'hinge'"),
+        (PoolingConfig, {"loss": "hinge"}, r"loss must be one of \('auto', 'softmax', 'sampled_softmax'\), got 'hinge'"),
         (PoolingConfig, {"max_length": 0}, "max_length must be an int >= 1, got 0"),
         (PoolingConfig, {"dropout": 1.0}, r"dropout must be a finite number in \[0.0, 1.0\)"),
         (PoolingConfig, {"min_rating": -1.0}, "min_rating must be a finite number"),
@@ -220,6 +222,29 @@ def test_sampled_softmax_trains(sequential_split) -> None:
     losses = [event.loss for event in model.history]
     assert losses[-1] < 0.8 * losses[0]
     assert evaluate_next_item(model, sequential_split)["mrr"] > 2 * popularity
+
+
+@pytest.mark.parametrize(
+    ("loss", "n_items", "resolved"),
+    [("auto", 1682, "softmax"), ("auto", 5000, "softmax"), ("auto", 5001, "sampled_softmax"),
+     ("auto", 9724, "sampled_softmax"), ("softmax", 10**6, "softmax"), ("sampled_softmax", 10, "sampled_softmax")],
+)
+def test_automatic_loss_choice(loss: str, n_items: int, resolved: str) -> None:
+    assert resolve_loss(loss, n_items) == resolved
+
+
+def test_automatic_loss_is_the_default_and_trains_what_it_resolves_to(sequential_split, monkeypatch) -> None:
+    assert PoolingConfig().loss == "auto"
+    small = {**TINY, "epochs": 1, "n_negatives": 16}
+
+    def factors(loss: str) -> np.ndarray:
+        return create_model("seq-pooling", device="cpu", **small, loss=loss).fit(sequential_split.train).item_factors()
+
+    n_items = sequential_split.train.n_items
+    np.testing.assert_array_equal(factors("auto"), factors("softmax"))  # a small catalogue: full softmax
+    monkeypatch.setattr(sequence_module, "AUTO_SOFTMAX_MAX_ITEMS", n_items - 1)
+    np.testing.assert_array_equal(factors("auto"), factors("sampled_softmax"))
+    assert not np.array_equal(factors("auto"), factors("softmax"))
 
 
 def test_same_seed_gives_the_same_model(sequential_split) -> None:

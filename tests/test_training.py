@@ -242,3 +242,60 @@ def test_optional_adam_beta2_reaches_the_optimiser():
 def test_training_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
         check_training_config(replace(Config(), **changes))
+
+
+def test_cpu_batch_order_is_torch_randperm_of_a_seeded_cpu_generator():
+    # The CPU path draws exactly what earlier releases drew (saved runs stay reproducible):
+    # epoch e's order is the e-th torch.randperm of a CPU generator seeded with config.seed.
+    seen: list[torch.Tensor] = []
+    features = torch.arange(10, dtype=torch.float32).unsqueeze(1)
+    model = nn.Linear(1, 1)
+
+    def loss_fn(batch, target):
+        seen.append(batch[0][:, 0].long().clone())
+        return torch.mean((model(batch[0]).squeeze(1) - target) ** 2)
+
+    train_loop(model, (features,), features[:, 0], loss_fn, Config(epochs=2, batch_size=10, seed=7))
+    generator = torch.Generator().manual_seed(7)
+    assert [s.tolist() for s in seen] == [torch.randperm(10, generator=generator).tolist() for _ in range(2)]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sparse_adam"])
+def test_adam_is_not_fused_on_cpu(optimizer):
+    # fused=True only when every parameter is on CUDA; on CPU torch's default implementation stays.
+    module = nn.Sequential(nn.Embedding(5, 2, sparse=optimizer == "sparse_adam"), nn.Linear(2, 1))
+    for built in make_optimizers(module, Config(optimizer=optimizer)):
+        assert not built.defaults.get("fused")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_is_fused_on_cuda(optimizer):
+    module = nn.Linear(3, 1).cuda()
+    [built] = make_optimizers(module, Config(optimizer=optimizer))
+    assert built.defaults["fused"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_order_is_drawn_on_the_device_and_seeded():
+    def orders(seed: int) -> list[list[int]]:
+        seen: list[list[int]] = []
+        features = torch.arange(50, dtype=torch.float32, device="cuda").unsqueeze(1)
+        model = nn.Linear(1, 1).cuda()
+
+        def loss_fn(batch, target):
+            seen.append(batch[0][:, 0].long().tolist())
+            return torch.mean((model(batch[0]).squeeze(1) - target) ** 2)
+
+        train_loop(model, (features,), features[:, 0], loss_fn, Config(epochs=2, batch_size=50, seed=seed))
+        return seen
+
+    first = orders(3)
+    assert first == orders(3) and first != orders(4)
+    assert all(sorted(order) == list(range(50)) for order in first)
+
+
+def test_automatic_batch_size_is_allowed_only_when_asked_for():
+    check_training_config(replace(Config(), batch_size=0), automatic_batch=True)
+    with pytest.raises(ValueError, match=r"batch_size must be >= 0 \(0 = automatic\), got -1"):
+        check_training_config(replace(Config(), batch_size=-1), automatic_batch=True)
