@@ -311,6 +311,10 @@ def measure(model_name: str, path: Path, device_name: str, epochs: int, batch_si
         hyper["batch_size"] = batch_size
     model = create_model(model_name, device=device, **hyper)
     used_batch = getattr(model.config, "batch_size", None)
+    if used_batch == 0:  # mf's "automatic" batch size: report the one it uses
+        from recengine.models.mf import automatic_batch_size
+
+        used_batch = automatic_batch_size(len(train))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     data_mb = _current_rss_mb()

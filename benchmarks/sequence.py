@@ -44,7 +44,7 @@ from recengine.baselines import Popularity  # noqa: E402
 from recengine.data.dataset import Dataset  # noqa: E402
 from recengine.data.splits import Split, split_by_user, split_leave_last_out  # noqa: E402
 from recengine.models.base import create_model  # noqa: E402
-from recengine.models.sequence import evaluate_last_item, evaluate_next_item  # noqa: E402
+from recengine.models.sequence import AUTO_SOFTMAX_MAX_ITEMS, evaluate_last_item, evaluate_next_item  # noqa: E402
 
 SEQUENCE_MODELS = ("seq-pooling", "seq-lstm", "seq-transformer")
 #: Protocol-1 MRR targets on ml-100k.
@@ -56,7 +56,7 @@ ANCHORS = {
     "seq-transformer": "Spotlight best 0.052-0.058",
 }
 #: Catalogues at least this large train with the sampled softmax in protocol 2.
-LARGE_CATALOGUE = 5000
+LARGE_CATALOGUE = AUTO_SOFTMAX_MAX_ITEMS + 1  # where the models' own loss="auto" switches
 
 #: Candidate settings for `--tune` (each on top of the model's defaults). What was tried, with its
 #: validation MRR (one thread, load 2-8 on 2 cores, fit seconds 30-175 accordingly):
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--protocols", default="1,2", help="which protocols to run: 1, 2 or 1,2")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--large-catalogue-loss", default="sampled_softmax", choices=("softmax", "sampled_softmax"),
-                        help=f"loss of the sequence models on catalogues of >= {LARGE_CATALOGUE} items")
+                        help=f"loss of the sequence models on catalogues of more than {AUTO_SOFTMAX_MAX_ITEMS} items")
     parser.add_argument("--tune", action="store_true", help="score the tuning grid on validation users instead")
     parser.add_argument("--grid", default=None, metavar="JSON",
                         help="with --tune: a JSON list of settings to try instead of TUNING_GRID (for every model given)")

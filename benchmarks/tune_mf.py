@@ -68,7 +68,9 @@ def validation_parts(dataset_names: Sequence[str]) -> dict[str, tuple[Dataset, D
 
 
 def steps(config: MFConfig, n: int) -> int:
-    return config.epochs * math.ceil(n / config.batch_size)
+    from recengine.models.mf import automatic_batch_size
+
+    return config.epochs * math.ceil(n / (config.batch_size or automatic_batch_size(n)))
 
 
 def score(config: MFConfig, parts: dict[str, tuple[Dataset, Dataset]]) -> tuple[float, dict[str, float], float]:
