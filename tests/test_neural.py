@@ -303,7 +303,7 @@ def test_config_validation(changes, message):
 @pytest.mark.parametrize(
     "field, low, high",
     [
-        ("embedding_dim", 1, 4096), ("epochs", 1, 10_000), ("batch_size", 1, 2**24), ("early_stopping_patience", 0, 10_000),
+        ("embedding_dim", 1, 4096), ("epochs", 1, 10_000), ("batch_size", 0, 2**24), ("early_stopping_patience", 0, 10_000),
         ("fold_in_steps", 1, 10_000), ("implicit_max_items", 1, 1_000_000), ("seed", 0, 2**63 - 1),
     ],
 )  # fmt: skip
@@ -442,3 +442,13 @@ def test_ml100k_u1_rmse():
     split = make_split(load_dataset("ml-100k"), "u1")
     model = NeuralRecommender(replace(NeuralConfig(), implicit_feedback=False), device="cpu").fit(split.train)
     assert rmse(model.predict(split.test.users, split.test.items), split.test.ratings) <= 0.920
+
+
+def test_automatic_batch_size_is_the_tuned_one_on_small_data_and_grows_with_large_data():
+    """batch_size=0 trains exactly like 1024 below 102,500 ratings (where the defaults were tuned)."""
+    data, _, _ = low_rank(3)
+    automatic = NeuralRecommender(replace(TINY, epochs=2, batch_size=0), device="cpu").fit(data)
+    fixed = NeuralRecommender(replace(TINY, epochs=2, batch_size=1024), device="cpu").fit(data)
+    users, items = data.users.astype(np.int64), data.items.astype(np.int64)
+    np.testing.assert_array_equal(automatic.predict(users, items), fixed.predict(users, items))
+    assert NeuralConfig().batch_size == 0

@@ -52,6 +52,7 @@ cached for the profile).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -75,7 +76,7 @@ from recengine.models.base import (
     clip_repr,
     register,
 )
-from recengine.training import check_training_config, train_loop
+from recengine.training import automatic_batch_size, check_training_config, train_loop
 
 __all__ = ["ACTIVATIONS", "Bags", "FUSIONS", "NeuralConfig", "NeuralNetwork", "NeuralRecommender", "Side", "implicit_item_table"]
 
@@ -136,8 +137,10 @@ class NeuralConfig:
     implicit_max_items: int = 64
     #: Full passes over the training ratings.
     epochs: int = 10
-    #: Ratings per optimiser step.
-    batch_size: int = 1024
+    #: Ratings per optimiser step; 0 = automatic (`recengine.training.automatic_batch_size`): 1024
+    #: below 102,500 training ratings, else about 100 steps per epoch, so an epoch costs about linear
+    #: in the ratings (every step updates whole embedding tables).
+    batch_size: int = 0
     #: Peak learning rate (the schedule scales it).
     learning_rate: float = 0.005
     #: Optimiser weight decay on all parameters (decoupled for adamw).
@@ -172,14 +175,14 @@ class NeuralConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        check_training_config(self)
+        check_training_config(self, automatic_batch=True)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING_DIM)
         check_range("epochs", self.epochs, 1, MAX_EPOCHS)
-        check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_range("batch_size", self.batch_size, 0, MAX_BATCH_SIZE)
         check_range("early_stopping_patience", self.early_stopping_patience, 0, MAX_EPOCHS)
         check_range("fold_in_steps", self.fold_in_steps, 1, MAX_FOLD_IN_STEPS)
         check_range("implicit_max_items", self.implicit_max_items, 1, MAX_IMPLICIT_ITEMS)
@@ -491,6 +494,8 @@ class NeuralRecommender(Recommender):
     # --- training -----------------------------------------------------------------------------
     def _fit(self, train: Dataset, valid: Dataset | None, on_epoch: EpochCallback) -> None:
         config: NeuralConfig = self.config
+        if config.batch_size == 0:
+            config = dataclasses.replace(config, batch_size=automatic_batch_size(len(train)))
         network = self._build(train.n_users, train.n_items)
         network.reset(config.init_std, self._logit(float(np.mean(train.ratings))), torch.Generator().manual_seed(config.seed))
         dropout_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
