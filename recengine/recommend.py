@@ -439,23 +439,29 @@ def _reasons_for(
     items: np.ndarray,
     full_scores: np.ndarray,
 ) -> tuple[list[list[Reason]], list[bool]]:
-    """Reasons for each of `items`: exact from `model.explain_many` (one call for all of them)
-    when it gives them, else leave-one-out."""
+    """Reasons for each of `items` from `model.explain_many` (one call for all of them) when it
+    gives them, else leave-one-out. Flagged exact only when the model's contributions are additive
+    (`explain_is_additive`): those are rescaled to add up to the score change; a non-additive
+    model's own per-rating effects are shown as they are."""
     titles = catalogue["display_title"].to_numpy()
     explained = model.explain_many(ratings, np.asarray(items, dtype=np.int64))
     if explained is None:
         explained = [None] * len(items)
+    additive = bool(getattr(model, "explain_is_additive", True))
     contributions: list[list[tuple[int, float]]] = [[] for _ in items]
-    exact = [pairs is not None for pairs in explained]
-    if any(exact):
-        positions = [p for p, is_exact in enumerate(exact) if is_exact]
-        baseline = _scores(model, {})[items[positions]]
-        pairs_exact = _in_score_units([explained[p] for p in positions], full_scores[items[positions]] - baseline)
-        for position, pairs in zip(positions, pairs_exact):
-            contributions[position] = pairs
-    if not all(exact):
+    given = [pairs is not None for pairs in explained]
+    if any(given):
+        positions = [p for p, has in enumerate(given) if has]
+        pairs_given = [explained[p] for p in positions]
+        if additive:
+            baseline = _scores(model, {})[items[positions]]
+            pairs_given = _in_score_units(pairs_given, full_scores[items[positions]] - baseline)
+        for position, pairs in zip(positions, pairs_given):
+            contributions[position] = sorted(pairs, key=lambda pair: (-pair[1], pair[0]))
+    exact = [has and additive for has in given]
+    if not all(given):
         rated = np.array(sorted(ratings), dtype=np.int64)
-        positions = [p for p, is_exact in enumerate(exact) if not is_exact]
+        positions = [p for p, has in enumerate(given) if not has]
         loo = _leave_one_out(model, ratings, rated, items[positions], full_scores)
         for column, position in enumerate(positions):
             pairs = [(int(j), float(c)) for j, c in zip(rated.tolist(), loo[:, column])]

@@ -278,6 +278,26 @@ def test_exact_reasons_of_a_linear_model_are_its_own_terms() -> None:
         assert sum(r.contribution for r in rec.reasons) == pytest.approx(rec.score - 0.0, abs=1e-5)
 
 
+def test_non_additive_reasons_are_shown_as_given_and_not_called_exact() -> None:
+    """A model whose per-rating effects need not add up (neural's leave-one-out drops) keeps its
+    own numbers: no rescaling to the score change, and no "exact" flag."""
+
+    class Halved(FixedFactors):
+        explain_is_additive = False
+
+        def explain(self, ratings, item_idx):
+            return [(j, c / 2) for j, c in super().explain(ratings, item_idx)]
+
+    rng = np.random.default_rng(2)
+    model = Halved(rng.normal(size=(10, 2)), exact=True)
+    ratings = {1: 5.0, 4: 2.0, 6: 3.5}
+    for rec in recommend_profile(model, catalogue_for(10), ratings, k=5):
+        assert rec.exact_reasons is False
+        expected = sorted(model.explain(ratings, rec.item_idx), key=lambda pair: (-pair[1], pair[0]))
+        assert [(r.item_idx, r.contribution) for r in rec.reasons] == [(j, pytest.approx(c, abs=1e-9)) for j, c in expected]
+        assert sum(r.contribution for r in rec.reasons) == pytest.approx(rec.score / 2, abs=1e-5)
+
+
 def test_reasons_come_from_one_explain_many_call() -> None:
     """The page asks the model once for all recommended items (`explain_many`), not once per item."""
 

@@ -355,6 +355,10 @@ class Recommender(ABC):
     explicit: ClassVar[bool] = True
     #: True when the model ranks from a user's ordered history (sequence models).
     sequential: ClassVar[bool] = False
+    #: True when `explain`'s contributions are additive terms of the score (they sum to the score
+    #: change the ratings cause, up to an output activation); False when they are per-rating effects
+    #: that need not add up (e.g. leave-one-out drops of a non-linear model).
+    explain_is_additive: ClassVar[bool] = True
 
     def __init__(self, config: Any = None, device: str | torch.device = "auto") -> None:
         self.config = config if config is not None else self.Config()

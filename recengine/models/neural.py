@@ -426,6 +426,8 @@ class NeuralRecommender(Recommender):
     name: ClassVar[str] = "neural"
     Config: ClassVar[type] = NeuralConfig
     explicit: ClassVar[bool] = True
+    #: `explain` gives leave-one-out score drops: exact per rating, but an MLP's drops need not add up.
+    explain_is_additive: ClassVar[bool] = False
 
     def __init__(self, config: NeuralConfig | None = None, device: str | torch.device = "auto") -> None:
         super().__init__(config, device)
