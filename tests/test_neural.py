@@ -209,10 +209,54 @@ def test_user_vector_lives_with_the_item_factors(model, mlp_model, data):
     rep = model.fold_in(ratings)
     d = TINY.embedding_dim
     assert np.array_equal(model.user_vector(rep), rep[d : 2 * d])
-    assert np.array_equal(model.item_factors(), model.network.item_gmf.weight.detach().numpy())
+    train = data[0]
+    np.testing.assert_allclose(model.item_factors(), brute_item_vectors(model, train, "item_gmf", "item_implicit_gmf"), atol=1e-5)
     # fusion "mlp": the user embedding is not in the item embeddings' space
     assert mlp_model.user_vector(mlp_model.fold_in(ratings)) is None
-    assert np.array_equal(mlp_model.item_factors(), mlp_model.network.item_embedding.weight.detach().numpy())
+    np.testing.assert_allclose(
+        mlp_model.item_factors(), brute_item_vectors(mlp_model, train, "item_embedding", "item_implicit"), atol=1e-5
+    )
+
+
+def brute_item_vectors(model: NeuralRecommender, train: Dataset, table: str, implicit: str) -> np.ndarray:
+    """q_i + |M(i)|^-½ Σ_{v in M(i)} z_v by a loop over the items (no cap: every item has fewer raters)."""
+    own = getattr(model.network, table).weight.detach().numpy().astype(np.float64)
+    raters = getattr(model.network, implicit).weight.detach().numpy().astype(np.float64)
+    expected = own.copy()
+    for item in range(train.n_items):
+        users = np.unique(train.users[train.items == item])
+        assert len(users) <= model.config.item_implicit_max_users
+        if len(users):
+            expected[item] += raters[users].sum(0) / np.sqrt(len(users))
+    return expected
+
+
+def test_item_implicit_feedback_off_leaves_plain_item_tables(data):
+    train, test, _ = data
+    model = NeuralRecommender(replace(TINY, item_implicit_feedback=False), device="cpu").fit(train)
+    assert model.network.item_implicit is None and model.network.item_implicit_gmf is None
+    assert np.array_equal(model.item_factors(), model.network.item_gmf.weight.detach().numpy())
+    assert rmse(model.predict(test.users, test.items), test.ratings) < 0.7
+
+
+def test_item_implicit_cap_keeps_a_seeded_subset_of_raters(data):
+    train, _, _ = data
+    cap = 3
+    model = NeuralRecommender(replace(TINY, epochs=1, item_implicit_max_users=cap), device="cpu").fit(train)
+    entries, weights, lengths = (part.numpy() for part in model._item_implicit)
+    counts = np.bincount(train.items, minlength=train.n_items)
+    assert np.array_equal(lengths, np.minimum(counts, cap))
+    for item in range(train.n_items):
+        kept = entries[item, : lengths[item]]
+        assert set(kept.tolist()) <= set(train.users[train.items == item].tolist())
+        np.testing.assert_allclose(weights[item, : lengths[item]], 1 / np.sqrt(lengths[item]), rtol=1e-6)
+    # predictions use exactly those raters: the sums rebuilt from the table match the model's vectors
+    network = model.network
+    expected = network.item_gmf.weight.detach().numpy().copy()
+    rows = network.item_implicit_gmf.weight.detach().numpy()
+    for item in range(train.n_items):
+        expected[item] += (weights[item, : lengths[item], None] * rows[entries[item, : lengths[item]]]).sum(0)
+    np.testing.assert_allclose(model.item_factors(), expected, atol=1e-5)
     with pytest.raises(ValueError, match="has 17 values"):
         model.score_folded(np.zeros(3))
 
