@@ -25,6 +25,7 @@ rank is initialised, so a library call outside torchrun behaves exactly as befor
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -126,10 +127,28 @@ def init_distributed(device: str | torch.device = "auto", backend: str | None = 
     return DistributedContext(dist.get_rank(), local_rank, dist.get_world_size(), chosen, dist.get_backend())
 
 
+#: How long `shutdown` waits for the other ranks before leaving anyway.
+SHUTDOWN_WAIT = timedelta(seconds=60)
+
+
 def shutdown() -> None:
-    """Leave the process group (no-op when none is initialised)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group (no-op when none is initialised).
+
+    Ranks leave together: first any DistributedDataParallel wrapper still waiting for the
+    garbage collector is freed (its reducer must not outlive the group), then every rank waits
+    for the others (at most `SHUTDOWN_WAIT`). A rank that tore its group down while a peer was
+    still finishing died with "terminate called without an active exception" (SIGABRT)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=SHUTDOWN_WAIT)
+        else:
+            dist.barrier()
+    except RuntimeError:  # a peer is gone (it failed or was stopped): leave without it
+        pass
+    dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
