@@ -82,11 +82,10 @@ if ratings_file is not None:
     try:
         if missing:
             raise upload.UploadError(f"choose a column for {', '.join(missing)}", filename)
-        parsed = upload.parse_upload(
-            raw, filename=filename, columns=mapping, scale=SCALES[scale_name], encoding=encoding,
-            items=items_file.getvalue() if items_file is not None else None,
-            items_filename=items_file.name if items_file is not None else None,
-        )  # fmt: skip
+        parsed = saved.parse_upload(
+            raw, filename, tuple(sorted(mapping.items())), SCALES[scale_name], encoding,
+            items_file.getvalue() if items_file is not None else None, items_file.name if items_file is not None else None,
+        )
     except upload.UploadError as error:
         show_problems(error)
         st.stop()

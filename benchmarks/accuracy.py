@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recengine.data.dataset import Dataset  # noqa: E402
 from recengine.evaluation import evaluate_model  # noqa: E402
 from recengine.models.base import create_model, describe_device, get_model_class, model_names, resolve_device  # noqa: E402
+from recengine.cli import format_table as text_table  # noqa: E402
 
 K = 10
 #: RMSE targets per (dataset, split label).
@@ -82,12 +83,7 @@ class Row:
 
 
 def print_table(rows: Sequence[Row]) -> None:
-    table = [list(COLUMNS)] + [row.cells() for row in rows]
-    widths = [max(len(line[c]) for line in table) for c in range(len(COLUMNS))]
-    for number, line in enumerate(table):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-        if number == 0:
-            print("  ".join("-" * width for width in widths))
+    print(text_table(COLUMNS, [row.cells() for row in rows]))
 
 
 def splits_for(dataset: Dataset, quick: bool) -> list[tuple[str, list[tuple[Dataset, Dataset]]]]:

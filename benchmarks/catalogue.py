@@ -117,14 +117,10 @@ def swap_letters(text: str, rng: np.random.Generator) -> str:
 
 
 def format_table(rows: Sequence[Timing]) -> str:
-    table = [list(COLUMNS)] + [row.cells() for row in rows]
-    widths = [max(len(line[column]) for line in table) for column in range(len(COLUMNS))]
-    lines = []
-    for number, line in enumerate(table):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-        if number == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    """The rows as an aligned text table (header, rule, one line per row)."""
+    from recengine.cli import format_table as text_table  # lazily, like every recengine import here
+
+    return text_table(COLUMNS, [row.cells() for row in rows])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

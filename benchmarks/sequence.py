@@ -45,6 +45,7 @@ from recengine.data.dataset import Dataset  # noqa: E402
 from recengine.data.splits import Split, split_by_user, split_leave_last_out  # noqa: E402
 from recengine.models.base import create_model  # noqa: E402
 from recengine.models.sequence import AUTO_SOFTMAX_MAX_ITEMS, evaluate_last_item, evaluate_next_item  # noqa: E402
+from recengine.cli import format_table as text_table  # noqa: E402
 
 SEQUENCE_MODELS = ("seq-pooling", "seq-lstm", "seq-transformer")
 #: Protocol-1 MRR targets on ml-100k.
@@ -85,12 +86,7 @@ def load_load() -> str:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    table = [list(header)] + [list(row) for row in rows]
-    widths = [max(len(line[c]) for line in table) for c in range(len(header))]
-    for number, line in enumerate(table):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-        if number == 0:
-            print("  ".join("-" * width for width in widths))
+    print(text_table(header, rows))
 
 
 def fit_model(name: str, train: Dataset, valid: Dataset | None = None, **hyper: Any) -> tuple[Any, float]:

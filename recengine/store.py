@@ -315,18 +315,10 @@ def _folder_size(path: Path) -> int:
 
 
 def _upload_version(name: str) -> str:
-    """The `ModelKey.data_version` of dataset `name`: 16 hex digits of the SHA-256 its upload
-    manifest records for the data file, or "" when `name` is no upload (or its manifest is
-    unreadable: loading it then fails with the upload's own message)."""
+    """The `ModelKey.data_version` of dataset `name`: its upload fingerprint, "" for MovieLens."""
     from recengine.data import upload
 
-    if not upload.is_upload(name):
-        return ""
-    try:
-        manifest = json.loads((upload.uploads_dir() / name / "manifest.json").read_text(encoding="utf-8"))
-        return str(manifest["files"]["ratings.npz"]["sha256"])[:16]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
+    return upload.upload_fingerprint(name)
 
 
 def sweep_leftovers(root: Path, older_than: float = STALE_STAGING_SECONDS) -> list[Path]:

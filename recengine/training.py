@@ -53,7 +53,15 @@ import torch
 from torch import nn
 
 from recengine import distributed
-from recengine.models.base import EpochCallback, EpochEvent, TrainingError
+from recengine.models.base import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_SEED,
+    EpochCallback,
+    EpochEvent,
+    TrainingError,
+    check_range,
+)
 
 __all__ = [
     "automatic_batch_size",
@@ -131,11 +139,14 @@ def automatic_batch_size(n_ratings: int) -> int:
     return max(AUTO_MIN_BATCH, n_ratings // AUTO_STEPS_PER_EPOCH)
 
 
-def check_training_config(config: TrainingConfig, automatic_batch: bool = False) -> None:
-    """Validate the training fields of a model config; ValueError naming the allowed values.
+def check_training_config(config: TrainingConfig, automatic_batch: bool = False, max_batch_size: int = MAX_BATCH_SIZE) -> None:
+    """Validate the training fields of a model config, lower and upper bounds included; ValueError
+    naming the allowed values.
 
     automatic_batch: the model reads `batch_size=0` as "choose from the data" (and hands
-    `train_loop` a config with the chosen size), so 0 is allowed too.
+    `train_loop` a config with the chosen size), so 0 is allowed too. max_batch_size: a model
+    whose batch rows are costlier than one rating (e.g. whole windows scored against the
+    catalogue) lowers it.
     """
     for name in ("epochs", "batch_size", "early_stopping_patience", "seed"):
         value = getattr(config, name)
@@ -148,6 +159,11 @@ def check_training_config(config: TrainingConfig, automatic_batch: bool = False)
         raise ValueError(f"batch_size must be {allowed}, got {config.batch_size}")
     if config.early_stopping_patience < 0:
         raise ValueError(f"early_stopping_patience must be >= 0 (0 turns it off), got {config.early_stopping_patience}")
+    # Upper bounds, for every model: beyond them a run never ends or cannot be allocated.
+    check_range("epochs", config.epochs, 1, MAX_EPOCHS)
+    check_range("batch_size", config.batch_size, 0 if automatic_batch else 1, max_batch_size)
+    check_range("early_stopping_patience", config.early_stopping_patience, 0, MAX_EPOCHS)
+    check_range("seed", config.seed, 0, MAX_SEED)
     if not (isinstance(config.learning_rate, (int, float)) and math.isfinite(config.learning_rate) and config.learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {config.learning_rate!r}")
     if not (isinstance(config.weight_decay, (int, float)) and math.isfinite(config.weight_decay) and config.weight_decay >= 0):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 import pytest
 
@@ -25,6 +30,19 @@ def data_dir() -> Path:
     if folder is None:
         pytest.skip("real MovieLens data not available (set RECENGINE_DATA_DIR)")
     return folder
+
+
+@contextlib.contextmanager
+def import_script(path: Path, name: str) -> Iterator[ModuleType]:
+    """A script (e.g. benchmarks/load.py) imported as module `name` for the duration of the block."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
 
 
 def require_release(name: str) -> Path:

@@ -115,6 +115,27 @@ def assert_rejected_and_retrained(store: ModelStore, folder: Path, caplog, file_
 
 
 # --- damaged and hostile artefacts ---------------------------------------------------------------
+
+def kill_mid_write(script: str, target: str, tmp_path: Path) -> None:
+    """Run `script` (argv: target, ready-file) in a child process and SIGKILL it once it has
+    created the ready file, i.e. in the middle of its write."""
+    ready = tmp_path / "ready"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, target, str(ready)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the child never reached the middle of the write"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+
 def test_the_good_artefact_loads_without_a_warning(models, good_artefact, recwarn):
     store, folder = models
     model = store.get(store.key("tiny", "mf", hyper=TINY_MF))
@@ -330,22 +351,7 @@ _KILLED_SAVE = textwrap.dedent(
 def test_a_save_killed_mid_write_leaves_the_previous_artefact(models, good_artefact, tmp_path):
     store, folder = models
     before = {path.name: path.read_bytes() for path in folder.iterdir()}
-    ready = tmp_path / "ready"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_SAVE, str(folder), str(ready)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert child.poll() is None, child.stderr.read().decode()
-            assert time.monotonic() < deadline, "the child never reached the middle of the write"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_mid_write(_KILLED_SAVE, str(folder), tmp_path)
 
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
     key = store.key("tiny", "mf", hyper=TINY_MF)
@@ -572,21 +578,7 @@ def test_a_cache_write_killed_mid_write_keeps_the_previous_cache(tmp_path):
     good = (folder / CACHE_FILENAME).read_bytes()
     with open(folder / "ratings.dat", "a") as out:
         out.write("3::20::2::978300000\n")
-    ready = tmp_path / "ready"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CACHE, str(folder), str(ready)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert child.poll() is None, child.stderr.read().decode()
-            assert time.monotonic() < deadline, "the child never reached the middle of the write"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
-        child.stderr.close()
+    kill_mid_write(_KILLED_CACHE, str(folder), tmp_path)
     assert (folder / CACHE_FILENAME).read_bytes() == good
     with np.load(folder / CACHE_FILENAME, allow_pickle=False) as stored:
         assert len(stored["ratings"]) == 3
@@ -626,20 +618,6 @@ def test_a_profile_export_killed_mid_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "me.json"
     profiles.write_profile_file(profiles.ProfileData("me", "ml-100k", (profiles.Rating(1, 4.0, 0.0),)), path)
     good = path.read_bytes()
-    ready = tmp_path / "ready"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_EXPORT, str(path), str(ready)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert child.poll() is None, child.stderr.read().decode()
-            assert time.monotonic() < deadline, "the child never reached the middle of the write"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
-        child.stderr.close()
+    kill_mid_write(_KILLED_EXPORT, str(path), tmp_path)
     assert path.read_bytes() == good
     assert profiles.read_profile_file(path).ratings_by_id() == {1: 4.0}

@@ -9,7 +9,6 @@ started in its own process group and stopped at the end; the tests check nothing
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 from streamlit.proto.Element_pb2 import Element
 
+from conftest import import_script
+
 pytestmark = pytest.mark.timeout(240)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "load.py"
@@ -31,14 +32,8 @@ QUICK = {"mf": {"epochs": 2, "embedding_dim": 8}}
 @pytest.fixture(scope="module")
 def load():
     """benchmarks/load.py as a module."""
-    spec = importlib.util.spec_from_file_location("load_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    try:
-        spec.loader.exec_module(module)
+    with import_script(SCRIPT, "load_benchmark") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def alive(pid: int) -> bool:

@@ -13,13 +13,13 @@ fixture, then it is warmed up for the other tests.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from conftest import import_script
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -51,15 +51,9 @@ recengine.store.create_model = _slow_create_model
 
 @pytest.fixture(scope="module")
 def load():
-    """benchmarks/load.py as a module (the protocol client and the server runner)."""
-    spec = importlib.util.spec_from_file_location("load_benchmark_sessions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    try:
-        spec.loader.exec_module(module)
+    """benchmarks/load.py as a module."""
+    with import_script(SCRIPT, "load_benchmark_sessions") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @dataclass

@@ -24,7 +24,9 @@ from recengine.data.upload import (
     parse_column_mapping,
     parse_scale,
     parse_upload,
+    preview_upload,
     save_upload,
+    upload_fingerprint,
     upload_names,
     uploads_dir,
     user_data_dir,
@@ -295,8 +297,11 @@ def test_existing_upload_needs_overwrite_and_delete_removes_it():
     import_upload(b"user,item,rating\n1,1,3\n", "mine")
     with pytest.raises(UploadError, match="already exists"):
         import_upload(b"user,item,rating\n1,1,4\n", "mine")
+    first = upload_fingerprint("mine")
     import_upload(b"user,item,rating\n1,1,4\n2,1,5\n", "mine", overwrite=True)
     assert load_upload("mine").ratings.tolist() == [4.0, 5.0]
+    assert len(first) == 16 and upload_fingerprint("mine") not in ("", first)  # the store retrains on it
+    assert upload_fingerprint("ml-100k") == "" and upload_fingerprint("../x") == ""
     delete_upload("mine")
     assert list_uploads() == []
     with pytest.raises(FileNotFoundError, match="no upload called 'mine'"):
@@ -416,3 +421,14 @@ def test_ml_latest_small_uploaded_equals_the_release_loader():
     assert data.catalogue["title"].tolist() == release.catalogue["title"].str.strip().tolist()  # cells are trimmed
     assert data.catalogue["genres"].tolist() == release.catalogue["genres"].tolist()
     assert parsed.report.duplicates_dropped == 0 and parsed.report.items_untitled == 0
+
+
+def test_preview_shows_the_first_rows_by_file_row_and_the_guessed_columns():
+    data = b"userId,movieId,rating,timestamp\n" + b"".join(b"%d,%d,4,100%d\n" % (u, u + 10, u) for u in range(1, 12))
+    preview = preview_upload(data, "r.csv", rows=3)
+    assert preview.columns == ["userId", "movieId", "rating", "timestamp"]
+    assert preview.guessed == {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}
+    assert preview.rows.index.tolist() == [2, 3, 4]  # the header is row 1
+    assert preview.rows["movieId"].astype(str).tolist() == ["11", "12", "13"]
+    with pytest.raises(UploadError, match="empty"):
+        preview_upload(b"", "r.csv")

@@ -240,29 +240,24 @@ def link_url(query: str, *, here: str, to: str = "") -> str:
 
 
 # --- uploads ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class UploadPreview:
-    """The first rows of an uploaded file as read, its column names and the guessed mapping."""
-
-    rows: pd.DataFrame
-    columns: list[str]
-    guessed: dict[str, str]
+@st.cache_resource(max_entries=2, show_spinner="Reading the file…")
+def preview_upload(data: bytes, filename: str, encoding: str = "auto") -> upload.UploadPreview:
+    """`recengine.data.upload.preview_upload`, read once per file and encoding (not on every rerun)."""
+    return upload.preview_upload(data, filename, encoding)
 
 
-def preview_upload(data: bytes, filename: str, encoding: str = "auto", rows: int = 8) -> UploadPreview:
-    """How `recengine.data.upload` reads the file: first `rows` rows, column names, guessed roles.
-    UploadError (with the row and column) when the file cannot be read as a table at all.
-
-    Uses the parser's own reading steps, so the preview shows exactly what an import would see.
-    """
-    limits = upload.UploadLimits()
-    upload._read_source(data, filename, limits)  # size limit first
-    text, _ = upload._decode(data, filename, encoding)
-    frame, names, _, has_header, _ = upload._read_table(text, filename, "ratings", None, None, limits)
-    guessed, _ = upload._map_columns(names, "ratings", None, has_header, filename)
-    head = frame.head(rows).copy()
-    head.index.name = "row"
-    return UploadPreview(head, names, guessed)
+@st.cache_resource(max_entries=2, show_spinner="Checking every row…")
+def parse_upload(
+    data: bytes, filename: str, columns: tuple[tuple[str, str], ...], scale: tuple[float, float] | None,
+    encoding: str, items: bytes | None, items_filename: str | None,
+) -> upload.ParsedUpload:
+    """`recengine.data.upload.parse_upload` of an uploaded file, parsed once per file and choice
+    of columns, scale and encoding, not on every rerun (a large file takes seconds). The result is
+    shared read-only; an UploadError is raised again on each call (errors are not cached)."""
+    return upload.parse_upload(
+        data, filename=filename, columns=dict(columns), scale=scale, encoding=encoding,
+        items=items, items_filename=items_filename,
+    )  # fmt: skip
 
 
 def problems_table(error: upload.UploadError) -> pd.DataFrame:

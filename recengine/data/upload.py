@@ -82,6 +82,9 @@ __all__ = [
     "is_upload",
     "list_uploads",
     "load_upload",
+    "upload_fingerprint",
+    "preview_upload",
+    "UploadPreview",
     "parse_column_mapping",
     "parse_scale",
     "parse_upload",
@@ -923,6 +926,41 @@ def is_upload(name: str, root: str | Path | None = None) -> bool:
         return (_folder(name, root) / "manifest.json").is_file()
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class UploadPreview:
+    """The first rows of a ratings file as the importer reads it, its column names and the guessed
+    role of each (user, item, rating, timestamp)."""
+
+    rows: pd.DataFrame
+    columns: list[str]
+    guessed: dict[str, str]
+
+
+def preview_upload(data: bytes, filename: str, encoding: str = "auto", rows: int = 8) -> UploadPreview:
+    """How `parse_upload` reads `data`: its first `rows` rows (indexed by file row number), the
+    column names and the guessed mapping, through the parser's own reading steps. UploadError
+    (naming the row and column) when the file cannot be read as a table at all."""
+    limits = UploadLimits()
+    _read_source(data, filename, limits)  # size limit first
+    text, _ = _decode(data, filename, encoding)
+    frame, names, _, has_header, _ = _read_table(text, filename, "ratings", None, None, limits)
+    guessed, _ = _map_columns(names, "ratings", None, has_header, filename)
+    head = frame.head(rows).copy()
+    head.index.name = "row"
+    return UploadPreview(head, names, guessed)
+
+
+def upload_fingerprint(name: str, root: str | Path | None = None) -> str:
+    """16 hex digits of the SHA-256 the manifest of upload `name` records for its data file: it
+    changes whenever the upload is replaced (the store keys models by it). "" when `name` is no
+    upload or its manifest is unreadable (loading it then fails with the upload's own message)."""
+    try:
+        manifest = _read_manifest(_folder(name, root))
+        return str(manifest["files"]["ratings.npz"]["sha256"])[:16]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def load_upload(name: str, root: str | Path | None = None) -> Dataset:

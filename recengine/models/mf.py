@@ -43,10 +43,7 @@ from torch import nn
 
 from recengine.data.dataset import Dataset
 from recengine.models.base import (
-    MAX_BATCH_SIZE,
     MAX_EMBEDDING_DIM,
-    MAX_EPOCHS,
-    MAX_SEED,
     EpochCallback,
     NotFittedError,
     Recommender,
@@ -119,10 +116,6 @@ class MFConfig:
             raise ValueError(f"embedding_dim must be an int >= 1, got {self.embedding_dim!r}")
         # upper bounds: beyond them a run never ends or cannot be allocated
         check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING_DIM)
-        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
-        check_range("batch_size", self.batch_size, 0, MAX_BATCH_SIZE)
-        check_range("early_stopping_patience", self.early_stopping_patience, 0, MAX_EPOCHS)
-        check_range("seed", self.seed, 0, MAX_SEED)
         for name in ("reg_factors", "reg_bias", "reg_uniform", "fold_in_reg", "range_margin"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -73,10 +73,7 @@ from torch import nn
 
 from recengine.data.dataset import Dataset
 from recengine.models.base import (
-    MAX_BATCH_SIZE,
     MAX_EMBEDDING_DIM,
-    MAX_EPOCHS,
-    MAX_SEED,
     EpochCallback,
     NotFittedError,
     Recommender,
@@ -197,13 +194,9 @@ class NeuralConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING_DIM)
-        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
-        check_range("batch_size", self.batch_size, 0, MAX_BATCH_SIZE)
-        check_range("early_stopping_patience", self.early_stopping_patience, 0, MAX_EPOCHS)
         check_range("fold_in_steps", self.fold_in_steps, 1, MAX_FOLD_IN_STEPS)
         check_range("implicit_max_items", self.implicit_max_items, 1, MAX_IMPLICIT_ITEMS)
         check_range("item_implicit_max_users", self.item_implicit_max_users, 1, MAX_IMPLICIT_ITEMS)
-        check_range("seed", self.seed, 0, MAX_SEED)
         def is_width(width: object) -> bool:
             return isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= MAX_HIDDEN_WIDTH
 

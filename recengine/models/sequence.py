@@ -64,8 +64,6 @@ from recengine.data.splits import Split
 from recengine.evaluation import ranking_metrics, sequence_metrics
 from recengine.models.base import (
     MAX_EMBEDDING_DIM,
-    MAX_EPOCHS,
-    MAX_SEED,
     EpochCallback,
     NotFittedError,
     Recommender,
@@ -187,7 +185,7 @@ class SequenceConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        check_training_config(self)
+        check_training_config(self, max_batch_size=MAX_SEQUENCE_BATCH)
         _check_int("embedding_dim", self.embedding_dim, 1)
         _check_int("max_length", self.max_length, 1)
         _check_int("window_step", self.window_step, 1)
@@ -197,10 +195,6 @@ class SequenceConfig:
         check_range("max_length", self.max_length, 1, MAX_SEQUENCE_LENGTH)
         check_range("window_step", self.window_step, 1, MAX_WINDOW_STEP)
         check_range("n_negatives", self.n_negatives, 1, MAX_NEGATIVES)
-        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
-        check_range("batch_size", self.batch_size, 1, MAX_SEQUENCE_BATCH)
-        check_range("early_stopping_patience", self.early_stopping_patience, 0, MAX_EPOCHS)
-        check_range("seed", self.seed, 0, MAX_SEED)
         if not isinstance(self.tie_weights, bool):
             raise ValueError(f"tie_weights must be True or False, got {self.tie_weights!r}")
         _check_number("dropout", self.dropout, 0.0, 1.0, open_high=True)
