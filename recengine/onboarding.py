@@ -227,7 +227,7 @@ class QuestionConfig:
     were chosen on validation users; see `benchmarks/onboarding.py` for the figures.
     """
 
-    lift: float = 0.5
+    lift: float = 0.6
     """0 asks what the person has most likely seen; 1 asks what they are far more likely to have
     seen than people at large (less-known movies that say more about them). At least 0."""
     design: float = 2.0

@@ -459,6 +459,43 @@ def test_bag_rows_per_epoch_are_bounded_by_the_cap(data, monkeypatch):
     assert sum(rows for _, rows, _ in seen) <= 2 * len(train) * cap
 
 
+def test_training_leaves_each_rating_out_of_its_own_implicit_sums(data):
+    """A training rating (u, i) is scored with i left out of u's sum and u out of i's, as a held-out
+    rating is (brute force over the capped rows; the weights stay each row's |N|^-½)."""
+    train, _, _ = data
+    model = NeuralRecommender(replace(TINY, epochs=2, implicit_max_items=5, item_implicit_max_users=5), device="cpu").fit(train)
+    network = model.network
+    user_rows, item_rows = model._implicit, model._item_implicit
+    users, items = train.users.astype(np.int64), train.items.astype(np.int64)
+    user_weights = model._entry_weights(user_rows, users, items)
+    item_weights = model._entry_weights(item_rows, items, users)
+    for weights, rows, entries, (table, row_weights, _) in ((user_weights, users, items, user_rows), (item_weights, items, users, item_rows)):
+        expected = [row_weights[r, 0].item() if e in table[r][row_weights[r] > 0].tolist() else 0.0 for r, e in zip(rows, entries)]
+        np.testing.assert_allclose(weights, expected, rtol=1e-6)
+        assert 0 < np.count_nonzero(weights) < len(weights)  # the caps keep some ratings and drop others
+
+    def brute_force(table_rows: tuple, row: int, left_out: int, tables: tuple) -> torch.Tensor:
+        entries, weights, _ = table_rows
+        kept = [e for e, w in zip(entries[row].tolist(), weights[row].tolist()) if w > 0 and e != left_out]
+        index = torch.tensor(kept, dtype=torch.int64)
+        return torch.cat([weights[row, 0] * table.weight[index].sum(0) for table in tables])
+
+    with torch.no_grad():
+        pick = np.random.default_rng(0).choice(len(train), 40, replace=False)
+        u, i = torch.from_numpy(users[pick]), torch.from_numpy(items[pick])
+        user_side = network.without_own(model._user_side(u), i, torch.from_numpy(user_weights[pick]))
+        item_side = network.without_own(model._item_side(i), u, torch.from_numpy(item_weights[pick]), item_side=True)
+        for k, (user, item) in enumerate(zip(u.tolist(), i.tolist())):
+            sums = brute_force(user_rows, user, item, (network.implicit, network.implicit_gmf))
+            expected = torch.cat([network.user_embedding.weight[user], network.user_gmf.weight[user]]) + sums
+            np.testing.assert_allclose(torch.cat([user_side.mlp[k], user_side.gmf[k]]).numpy(), expected.numpy(), atol=1e-6)
+            sums = brute_force(item_rows, item, user, (network.item_implicit, network.item_implicit_gmf))
+            expected = torch.cat([network.item_embedding.weight[item], network.item_gmf.weight[item]]) + sums
+            np.testing.assert_allclose(torch.cat([item_side.mlp[k], item_side.gmf[k]]).numpy(), expected.numpy(), atol=1e-6)
+    kept_in = NeuralRecommender(replace(TINY, epochs=2, implicit_max_items=5, item_implicit_max_users=5, implicit_leave_target_out=False), device="cpu").fit(train)
+    assert not np.array_equal(kept_in.predict(users, items), model.predict(users, items))
+
+
 def test_fold_in_caps_a_profile_like_a_training_row():
     counted = torch.tensor([[True] * 6, [True, False, True, True, False, True], [True, False, False, False, False, True]])
     capped = _capped(counted, 3, seed=1)
@@ -475,17 +512,16 @@ def test_fold_in_caps_a_profile_like_a_training_row():
 # --- real data --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_ml100k_u1_rmse():
-    """The default reaches its u1 target of 0.915 (benchmarks/accuracy.py) but its
-    implicit-feedback sums make it fit in 15-45 s on a busy 2-core machine, so this test fits
-    the cheaper proxy beneath it (no implicit feedback: 0.9182 measured, several times faster)
-    and holds it to MF's u1 target."""
+    """The u1 target of 0.915, held by a cheaper proxy of the default (0.8980 in
+    benchmarks/accuracy.py, 25 s): without the user-side implicit feedback, 0.9068 measured,
+    a fit of about 19 s on one busy core."""
     require_release("ml-100k")
     from recengine.data.movielens import load_dataset
     from recengine.data.splits import make_split
 
     split = make_split(load_dataset("ml-100k"), "u1")
     model = NeuralRecommender(replace(NeuralConfig(), implicit_feedback=False), device="cpu").fit(split.train)
-    assert rmse(model.predict(split.test.users, split.test.items), split.test.ratings) <= 0.920
+    assert rmse(model.predict(split.test.users, split.test.items), split.test.ratings) <= 0.915
 
 
 def test_automatic_batch_size_is_the_tuned_one_on_small_data_and_grows_with_large_data():

@@ -27,30 +27,32 @@ fit, so a CUDA step has no host-device synchronisation. With `item_implicit_feed
 default) the item side gets the mirror image: e_i and q_i each also get |M(i)|^-½ Σ_v z_v over
 the users M(i) who rated item i (capped at `item_implicit_max_users`), from two user tables.
 
-Measured with the defaults (benchmarks/accuracy.py --quick, two CPU threads, load about 1.7):
-RMSE 0.9069 on ml-100k u1 and 0.8986 on ml-100k random 80/20 seed 42 (the issue's target there,
-0.895, is not reached), fits of 18 s. Item-side implicit feedback brought these down from 0.9136
-(MF 0.9155) and 0.9046 (MF 0.9080); the figures below were measured before it, and with it on,
-none of epochs 8 / 12, reg_embeddings 0.07 / 0.15, weight_decay 0.05, dropout 0.1, hidden (32,),
-embedding_dim 32, reg_uniform 0.1 or implicit_max_items 128 moved the random split's validation
-RMSE (0.9010) by 0.003 or more; weighting the user-side implicit sum by the centred rating,
-|N(u)|^-½ (1 + a (r_uj - r̄_u)), made it worse (a = 0.5: 0.9071, 1: 0.9105, against 0.9052
-without item-side feedback). On a validation part of the training data
-(final-epoch RMSE, 15 epochs unless said) the MLP alone (fusion "mlp") is clearly worse (0.927)
-than NeuMF, a wide MLP overfits (hidden (64,) with dropout 0.1: 0.915; (16,) without: 0.910),
-implicit feedback is what lifts NeuMF past MF (0.907; MF 0.908) and 10 epochs beat 15 and 8
-(0.906 against 0.907 and 0.907). With 10 epochs (ml-100k random 80/20, validation): the cap at
-64 items gives 0.9052 against 0.9057 uncapped, 0.9059 at 128 and 0.9073 at 32, and a fit takes
-less than half the time of the uncapped one; reg_uniform 0.1 (0.9067), 15 epochs at learning
-rate 0.003 (0.9065), embedding_dim 128 with reg_embeddings 0.15 (0.9145), weight_decay 0.1
-(0.9058) or 0.05 (0.9048, but 0.9030 against 0.9027 on u1's validation part), range_margin
-0.5 (0.9072) and batches of 2048 at learning rate 0.01 (0.9063; 30% cheaper) did not help.
-A default fit of 72,000 ml-100k ratings costs about 13 CPU seconds (one thread); a fit of the
-80,000 training ratings took 20-26 s of wall time at a load average of 7 on 2 cores (uncapped:
-30-40 s at 4-6). benchmarks/scale.py (CPU seconds per epoch, 100k -> 1M synthetic ratings):
-1.68 -> 28.3 s, growth exponent 1.23 (uncapped: 3.05 -> 99.3 s, 1.51); the rest above 1 is the
-per-step work on whole tables (dense gradients, AdamW, reg_uniform), which grows with the
-catalogue as well as the steps.
+In training, the rating being predicted is left out of its own user's and item's sums
+(`implicit_leave_target_out`): a held-out rating is in neither, and with it left in, the sums
+let a training rating partly predict itself.
+
+Measured with the defaults (benchmarks/accuracy.py --quick, two CPU threads): RMSE 0.8980 on
+ml-100k u1 (target 0.915; MF 0.9155) and 0.8934 on ml-100k random 80/20 seed 42 (target 0.895;
+MF 0.9080), fits of 22-26 s. Every default was chosen on validation parts carved out of the
+training parts (benchmarks/tune_neural.py; the test parts were never read); validation RMSE on
+the random split / u1, step by step:
+
+    NeuMF with user-side implicit feedback, dim 64, cap 64          0.9051 / 0.9028
+    + item-side implicit feedback (cap 128 raters)                  0.9010 / 0.8980
+    + the target left out of its own sums                           0.8999 / 0.8963
+    + user-side cap 128                                             0.8985 / 0.8949
+    + embedding_dim 128 with reg_uniform 0.1                        0.8949 / 0.8943
+    + reg_embeddings 0.08                                           0.8940 / 0.8903
+
+Tried on the way without a gain (random split's validation part, against the step before):
+per-rating-level implicit tables, one vector per (item, rating level) with 2, 3 or 5 levels
+(0.9018-0.9056, even with the target left out), weighting the implicit sum by the centred
+rating (0.9071), embedding_dim 96 (0.8979) or 256 with reg_uniform 0.2 (0.9014), reg_uniform
+0.15 (0.8970), reg_embeddings 0.06 / 0.07 / 0.09 / 0.15 (0.8953 / 0.8944 / 0.8952 / 0.9089),
+hidden (32,) (0.8982), 8 or 12 epochs (0.8961 / 0.8968), learning rate 0.004 or 0.007 (0.8959 /
+0.9013), an uncapped user side or 256 raters per item (0.8979 / 0.8964); earlier, at dim 64, the MLP
+alone (fusion "mlp", 0.927), wider MLPs with or without dropout (0.910-0.915), weight decay,
+range_margin 0.5 and batches of 2048.
 
 A brand-new user is folded in by optimising a fresh [e_u; p_u; b_u] against the frozen network
 (see `NeuralRecommender.fold_in`; about 0.1 s for 10 or 20 ratings on a loaded CPU); `explain`
@@ -110,21 +112,19 @@ MAX_IMPLICIT_ITEMS = 1_000_000
 class NeuralConfig:
     """Hyper-parameters of the neural model (embeddings + MLP, optionally NeuMF).
 
-    The optimiser and embedding settings are MF's tuned defaults (benchmarks/tune_mf.py); the
-    network's shape (fusion, hidden, dropout, implicit_feedback) was chosen with
-    `benchmarks/tune_neural.py` on a 10% validation part carved out of the training part of
-    ml-100k's random 80/20 split (validation RMSE 0.9057; MF 0.9077); the test parts were never
-    used. implicit_max_items was chosen on the random split's validation part (64: 0.9052; 32:
-    0.9073; 128: 0.9059; uncapped: 0.9057). fold_in_reg was chosen on the same validation part
-    by folding in 120 users from 5 or 10 of their ratings (validation RMSE 1.044 / 1.012 at 10,
-    against 1.055 / 1.018 at 3 and 1.040 / 1.013 at 30; MF's fold-in: 1.048 / 1.010; the mean
-    user alone: 1.087).
+    The optimiser settings are MF's tuned defaults (benchmarks/tune_mf.py); the rest was chosen
+    with `benchmarks/tune_neural.py` on validation parts carved out of the training parts of
+    ml-100k's random 80/20 split and fold u1 (the module docstring has the steps and figures);
+    the test parts were never used. fold_in_reg was chosen on the random split's validation part
+    by folding in 120 users from 5 or 10 of their ratings (at embedding_dim 64: validation RMSE
+    1.044 / 1.012 at 10, against 1.055 / 1.018 at 3 and 1.040 / 1.013 at 30; MF's fold-in:
+    1.048 / 1.010; the mean user alone: 1.087).
     """
 
     #: One of FUSIONS: "mlp" (MLP of the embeddings only) or "neumf" (MLP plus a dot-product branch).
     fusion: str = "neumf"
     #: Length of each embedding (the MLP's user and item embeddings, and the dot-product vectors).
-    embedding_dim: int = 64
+    embedding_dim: int = 128
     #: Widths of the MLP's hidden layers, first to last (at least one).
     hidden: tuple[int, ...] = (16,)
     #: One of ACTIVATIONS, used after every hidden layer.
@@ -139,15 +139,19 @@ class NeuralConfig:
     #: At most this many rated items per user enter the implicit-feedback sum (a fixed subset drawn
     #: with `seed`; exact for users with fewer ratings), so an epoch costs at most this many table
     #: rows per rating: linear in the ratings.
-    implicit_max_items: int = 64
+    implicit_max_items: int = 128
     #: Add to an item's vectors |M(i)|^-½ Σ_{v in M(i)} z_v over the users M(i) who rated it (the
     #: mirror image of `implicit_feedback`), with a user table z for the MLP branch and one for the
     #: dot product. Validation RMSE (benchmarks/tune_neural.py, random 80/20 / u1 validation parts):
-    #: 0.9010 / 0.8982 at a cap of 128 users, against 0.9051 / 0.9028 without (a scratch prototype:
+    #: 0.9010 / 0.8980 at a cap of 128 users, against 0.9051 / 0.9028 without (a scratch prototype:
     #: 0.9011 / 0.8976 at 256 or uncapped, 0.9028 random at 32; seed 7: 0.8997 against 0.9042).
     item_implicit_feedback: bool = True
     #: At most this many raters per item enter the item-side sum (a fixed seeded subset).
     item_implicit_max_users: int = 128
+    #: In training, leave the rating being predicted out of its user's and its item's implicit-feedback
+    #: sums, as a held-out rating always is (it is in neither). Validation RMSE (random 80/20 / u1
+    #: validation parts): 0.8999 / 0.8963 against 0.9010 / 0.8980 with it left in.
+    implicit_leave_target_out: bool = True
     #: Full passes over the training ratings.
     epochs: int = 10
     #: Ratings per optimiser step; 0 = automatic (`recengine.training.automatic_batch_size`): 1024
@@ -160,12 +164,12 @@ class NeuralConfig:
     weight_decay: float = 0.0
     #: L2 weight on the vectors looked up in a batch: reg * mean(|e_u|² + |e_i|² + |p_u|² + |q_i|²),
     #: a user's vector including its implicit-feedback sum.
-    reg_embeddings: float = 0.1
+    reg_embeddings: float = 0.08
     #: L2 weight on the biases looked up in a batch: reg * mean(b_u² + b_i²).
     reg_bias: float = 0.0
     #: L2 weight on every embedding row alike: reg * Σ_tables mean_rows |row|².
     #: Needs dense gradients (not with optimizer "sparse_adam").
-    reg_uniform: float = 0.05
+    reg_uniform: float = 0.1
     #: Standard deviation of the normal initialisation of the embeddings (biases start at 0).
     init_std: float = 0.01
     #: How far beyond the rating scale (on both ends) the sigmoid output range reaches.
@@ -215,7 +219,7 @@ class NeuralConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("use_biases", "implicit_feedback", "item_implicit_feedback"):
+        for name in ("use_biases", "implicit_feedback", "item_implicit_feedback", "implicit_leave_target_out"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.optimizer == "sparse_adam" and self.reg_uniform > 0:
@@ -346,6 +350,15 @@ class NeuralNetwork(nn.Module):
         return nn.functional.embedding_bag(
             bags.items, weight, bags.offsets, mode="sum", per_sample_weights=bags.weights, sparse=sparse
         )
+
+    def without_own(self, side: Side, entries: torch.Tensor, weights: torch.Tensor, item_side: bool = False) -> Side:
+        """`side` (n rows) less one weighted implicit-feedback entry per row: the user-side vectors
+        less weights[k] · y_{entries[k]} (item tables), or with `item_side` the item-side vectors
+        less weights[k] · z_{entries[k]} (user tables). entries int64 (n,), weights float32 (n,), 0
+        where the entry is not in the row's sum."""
+        own = self.implicit_sums(Bags(entries[:, None], None, weights[:, None]), item_side)
+        mlp, gmf = self._add_sums(side.mlp, side.gmf, -own)
+        return Side(mlp, gmf, side.bias)
 
     def item_side(self, items: torch.Tensor, bags: Bags | None = None) -> Side:
         """Parameters of items int64 (n,), plus the item-side implicit-feedback sums of their
@@ -540,6 +553,19 @@ class NeuralRecommender(Recommender):
             table = implicit_item_table(item_indptr, raters[order], self.config.item_implicit_max_users, self.config.seed + 1)
             self._item_implicit = self._padded(table)
 
+    @staticmethod
+    def _entry_weights(table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, rows: np.ndarray, entries: np.ndarray) -> np.ndarray:
+        """float32 (n,): the weight with which entry entries[k] is in padded row rows[k] of `table`
+        (the row's |N|^-½ when the cap kept it, else 0; all 0 without the table)."""
+        if table is None:
+            return np.zeros(len(rows), dtype=np.float32)
+        table_entries, table_weights = (part.cpu().numpy() for part in table[:2])
+        rows, entries = rows.astype(np.int64), entries.astype(np.int64)
+        width = max(int(table_entries.max(initial=0)), int(entries.max(initial=0))) + 1
+        kept_rows, kept_columns = np.nonzero(table_weights > 0)
+        kept = np.isin(rows * width + entries, kept_rows * width + table_entries[kept_rows, kept_columns])
+        return np.where(kept, table_weights[rows, 0], 0.0).astype(np.float32)
+
     def _padded(self, table: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(entries, weights) of `implicit_item_table` -> (entries, weights, row lengths) on device."""
         entries, weights = table
@@ -561,9 +587,19 @@ class NeuralRecommender(Recommender):
         items = torch.from_numpy(train.items.astype(np.int64)).to(self.device)
         ratings = torch.from_numpy(train.ratings).to(self.device)
         tables = network.embedding_tables()
+        inputs = (users, items)
+        if config.implicit_leave_target_out:  # how much each rating weighs in its user's and item's sums
+            own = [self._entry_weights(table, rows, entries) for table, rows, entries in (
+                (self._implicit, train.users, train.items), (self._item_implicit, train.items, train.users))]
+            inputs += tuple(torch.from_numpy(weights).to(self.device) for weights in own)
 
         def loss_fn(batch: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
             user_side, item_side = self._user_side(batch[0], network), self._item_side(batch[1], network)
+            if config.implicit_leave_target_out:
+                if network.implicit is not None:
+                    user_side = network.without_own(user_side, batch[1], batch[2])
+                if network.item_implicit is not None:
+                    item_side = network.without_own(item_side, batch[0], batch[3], item_side=True)
             x = network.pair_scores(user_side, item_side, dropout_generator)
             loss = torch.mean((self._activate(x) - target) ** 2)
             if config.reg_embeddings:  # the users' whole vectors, implicit-feedback sums included
@@ -588,7 +624,7 @@ class NeuralRecommender(Recommender):
                 error = predicted - valid_ratings
                 return {"rmse": float(torch.sqrt(torch.mean(error**2))), "mae": float(torch.mean(error.abs()))}
 
-        train_loop(network, (users, items), ratings, loss_fn, config, on_epoch=on_epoch, validate=validate, monitor="rmse")
+        train_loop(network, inputs, ratings, loss_fn, config, on_epoch=on_epoch, validate=validate, monitor="rmse")
         network.zero_grad(set_to_none=True)  # the last step's gradients are of no further use
         self.network = network
 
