@@ -180,12 +180,8 @@ else:
     metric_columns = [column for column in past.table.columns if "@" in column or column in ("rmse", "mae", "mrr")]
     visible = ("model", "dataset", "split", "settings", "state", *runs.TABLE_METRICS, "fit s", "on disk", "in memory", "saved at")
     selection = st.dataframe(
-        past.table,
+        runs.figures_as_text(past.table, {**{column: 4 for column in metric_columns}, "fit s": 1}),
         column_order=[column for column in visible if column in past.table.columns],
-        column_config={
-            **{column: st.column_config.NumberColumn(format="%.4f") for column in metric_columns},
-            "fit s": st.column_config.NumberColumn(format="%.1f"),
-        },
         hide_index=True,
         width="stretch",
         on_select="rerun",

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
 from conftest import require_release
@@ -627,6 +628,22 @@ def test_comparison_text_is_blank_where_a_figure_is_missing_and_sorts_like_the_n
     assert text["fit s"].tolist() == ["", "12.3", " 3.0"]  # padded: sorting the text sorts the numbers
     assert sorted(text["fit s"]) == ["", " 3.0", "12.3"]
     assert text["model"].tolist() == table["model"].tolist() and table["fit s"].iloc[2] == 3.0  # the table is untouched
+
+
+def test_past_runs_text_leaves_missing_cells_blank_not_none():
+    """A cancelled run has no figures, size or save time: the page shows blanks, not "None"."""
+    table = pd.DataFrame.from_dict({
+        "a": {"model": "mf", "state": "saved", "rmse": 0.9448, "ndcg@10": 0.11984, "fit s": 1.54, "on disk": "1.4 MB", "in memory": True, "saved at": "2026-11-22 14:00"},
+        "b": {"model": "mf", "state": "cancelled"},
+        "c": {"model": "als", "state": "saved", "ndcg@10": 0.25, "fit s": 12.0, "on disk": "0.2 MB", "in memory": False, "saved at": "2026-11-22 13:00"},
+    }, orient="index")
+    text = runs.figures_as_text(table, {"rmse": 4, "ndcg@10": 4, "fit s": 1, "not a column": 2})
+    assert text["rmse"].tolist() == ["0.9448", "", ""] and text["ndcg@10"].tolist() == ["0.1198", "", "0.2500"]
+    assert text["fit s"].tolist() == [" 1.5", "", "12.0"]
+    assert text["on disk"].tolist() == ["1.4 MB", "", "0.2 MB"] and text["saved at"].tolist()[1] == ""
+    assert text["in memory"].tolist()[::2] == [True, False] and pd.isna(text["in memory"].iloc[1])  # a checkbox stays one
+    assert not text.drop(columns="in memory").isna().to_numpy().any()
+    assert np.isnan(table.loc["b", "rmse"])  # the table itself is untouched
 
 
 def test_batch_summary_counts_the_runs():

@@ -186,15 +186,30 @@ def comparison_table(artefacts: Sequence[ArtefactInfo], dataset: str | None = No
 
 
 def comparison_text(table: pd.DataFrame) -> pd.DataFrame:
-    """A comparison table as the page shows it: each figure as text (metrics with 4 decimals, fit
-    seconds with 1) and an empty string where it is missing, since st.dataframe draws a missing
-    number as "None". Each column is left-padded with spaces to one width, so sorting the text
-    (clicking a column header) sorts the numbers, the blanks first."""
+    """A comparison table as the page shows it (`figures_as_text`: metrics with 4 decimals, fit
+    seconds with 1)."""
+    return figures_as_text(table, {**{label: 4 for label in COMPARISON_METRICS.values()}, "fit s": 1})
+
+
+def figures_as_text(table: pd.DataFrame, digits: Mapping[str, int]) -> pd.DataFrame:
+    """A copy of `table` with each column named in `digits` (those it has) as text with that many
+    decimals, and an empty string wherever a figure or any other cell is missing, since
+    st.dataframe draws a missing value as "None". Each figure column is left-padded with spaces
+    to one width, so sorting the text (clicking a column header) sorts the numbers, the blanks
+    first. Boolean columns keep their missing cells (drawn as an empty checkbox)."""
     shown = table.copy()
-    for label, digits in [*((label, 4) for label in COMPARISON_METRICS.values()), ("fit s", 1)]:
-        text = [f"{value:.{digits}f}" if math.isfinite(value) else "" for value in table[label].tolist()]
+    for label, places in digits.items():
+        if label not in table.columns:
+            continue
+        numbers = pd.to_numeric(table[label], errors="coerce").astype(float).tolist()
+        text = [f"{value:.{places}f}" if math.isfinite(value) else "" for value in numbers]
         width = max((len(cell) for cell in text), default=0)
         shown[label] = [cell.rjust(width) if cell else "" for cell in text]
+    for label in shown.columns:
+        present = shown[label].dropna()
+        is_flag = len(present) > 0 and all(isinstance(value, bool) for value in present)
+        if label not in digits and not pd.api.types.is_numeric_dtype(shown[label]) and not is_flag:
+            shown[label] = shown[label].astype(object).where(shown[label].notna(), "")
     return shown
 
 
