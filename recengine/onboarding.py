@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Collection, Mapping
 
 import numpy as np
 
 from recengine.data.dataset import Dataset
+from recengine.caching import PerModelCache
 from recengine.models.base import Recommender
 
 
@@ -333,20 +332,17 @@ class Questioner:
         indptr, items = getattr(model, "_seen_indptr", None), getattr(model, "_seen_items", None)
         if indptr is None or items is None or len(items) == 0:
             return None
-        with _QUESTIONER_LOCK:
-            cached = _QUESTIONER_CACHE.get(model)
-            if cached is not None and cached[0] is items:
-                return cached[1]
+        return _QUESTIONERS.get(model, lambda: cls._of_trained(model, indptr, items))
+
+    @classmethod
+    def _of_trained(cls, model: Recommender, indptr: object, items: object) -> Questioner:
         try:
             factors = np.asarray(model.item_factors(), dtype=np.float64)
         except NotImplementedError:
             factors = None
         if factors is not None and (factors.ndim != 2 or factors.shape[0] != model.n_items):
             factors = None  # no per-item vectors to spread over: the design term is left out
-        built = cls.from_interactions(np.asarray(indptr), np.asarray(items), model.n_items, factors)
-        with _QUESTIONER_LOCK:
-            _QUESTIONER_CACHE[model] = (items, built)
-        return built
+        return cls.from_interactions(np.asarray(indptr), np.asarray(items), model.n_items, factors)
 
     def seen_probability(self, rated: Collection[int], skipped: Collection[int], evidence: float = 1.0) -> np.ndarray:
         """Chance that the person has seen each item given their answers: (n_items,) float64 in
@@ -408,8 +404,7 @@ class Questioner:
         return pool[chosen].astype(np.int64)
 
 
-_QUESTIONER_CACHE: "weakref.WeakKeyDictionary[Recommender, tuple[object, Questioner]]" = weakref.WeakKeyDictionary()
-_QUESTIONER_LOCK = threading.Lock()
+_QUESTIONERS: PerModelCache[Questioner] = PerModelCache()
 
 
 def _as_items(items: Collection[int], n_items: int, name: str) -> np.ndarray:

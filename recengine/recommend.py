@@ -32,8 +32,6 @@ shown beside each movie (`Recommendation.score`, `predicted_rating`) is the mode
 from __future__ import annotations
 
 import numbers
-import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Collection, Mapping
 
@@ -42,6 +40,7 @@ import pandas as pd
 import torch
 
 from recengine.data.dataset import Dataset
+from recengine.caching import PerModelCache
 from recengine.models.base import Recommender
 from recengine.onboarding import GOOD_PROFILE_SIZE
 
@@ -301,14 +300,9 @@ class CoWatch:
         indptr, items = getattr(model, "_seen_indptr", None), getattr(model, "_seen_items", None)
         if indptr is None or items is None or len(items) == 0:
             return None
-        with _CO_WATCH_LOCK:
-            cached = _CO_WATCH_CACHE.get(model)
-            if cached is not None and cached[0] is items:
-                return cached[1]
-        built = cls.from_interactions(torch.as_tensor(indptr).numpy(), torch.as_tensor(items).numpy(), model.n_items)
-        with _CO_WATCH_LOCK:
-            _CO_WATCH_CACHE[model] = (items, built)
-        return built
+        return _CO_WATCH.get(
+            model, lambda: cls.from_interactions(torch.as_tensor(indptr).numpy(), torch.as_tensor(items).numpy(), model.n_items)
+        )
 
     def scores(self, rated: np.ndarray) -> np.ndarray:
         """Co-watch scores for profiles given as "has rated" masks.
@@ -331,8 +325,7 @@ class CoWatch:
         return out.reshape(rated.shape)
 
 
-_CO_WATCH_CACHE: "weakref.WeakKeyDictionary[Recommender, tuple[torch.Tensor, CoWatch]]" = weakref.WeakKeyDictionary()
-_CO_WATCH_LOCK = threading.Lock()
+_CO_WATCH: PerModelCache[CoWatch] = PerModelCache()
 
 
 def co_watch_scores(model: Recommender, ratings: Mapping[int, float] | Collection[int]) -> np.ndarray:
