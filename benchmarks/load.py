@@ -71,7 +71,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Awaitable, Iterator, Sequence
+from typing import IO, Awaitable, Iterator, Mapping, Sequence
 
 import numpy as np
 from streamlit.proto.BackMsg_pb2 import BackMsg
@@ -369,6 +369,7 @@ def serve(
     log_path: Path,
     prelude: str = "",
     options: Sequence[str] = (),
+    extra_env: Mapping[str, str | None] | None = None,
     health_timeout: float = 90.0,
 ) -> Iterator[Server]:
     """Run `app` on `port` (0: a free one) until the block ends, then stop its whole process group.
@@ -378,7 +379,9 @@ def serve(
     ($RECENGINE_APP_HYPER), e.g. {"mf": {"epochs": 2}}. prelude: Python run in the server
     process before Streamlit starts (tests use it to count calls). options: more Streamlit
     settings as "section.name=value" (e.g. "runner.postScriptGC=false"), after the app's own
-    `.streamlit/config.toml`. The server's stdout and stderr go to `log_path`.
+    `.streamlit/config.toml`. extra_env: more environment variables for the server, None removing
+    one (e.g. {"XDG_DATA_HOME": ..., "RECENGINE_PROFILES_DB": None}). The server's stdout and
+    stderr go to `log_path`.
     """
     port = port or free_port()
     env = {**os.environ, "RECENGINE_MODELS_DIR": str(models_dir), "OMP_WAIT_POLICY": "PASSIVE"}
@@ -387,6 +390,11 @@ def serve(
         env["RECENGINE_DEFAULT_DATASET"] = dataset
     if hyper is not None:
         env["RECENGINE_APP_HYPER"] = json.dumps(hyper)
+    for name, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     command = [
         sys.executable, "-c", LAUNCHER.format(prelude=prelude), "run", str(app),
         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",

@@ -42,7 +42,7 @@ from typing import Collection, Mapping
 
 import numpy as np
 
-from recengine.data.dataset import Dataset
+from recengine.data.dataset import Dataset, rated_matrix
 from recengine.caching import PerModelCache
 from recengine.models.base import Recommender
 
@@ -304,22 +304,8 @@ class Questioner:
     ) -> Questioner:
         """Fit from a users x items CSR pattern: indptr (n_users + 1,) and items (nnz,) int;
         repeated (user, item) pairs count once, users without any item do not count."""
-        if isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1:
-            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        from scipy import sparse  # installed with scikit-learn
-
-        indptr, items = np.asarray(indptr, dtype=np.int64), np.asarray(items, dtype=np.int64)
-        users = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
-        pairs = np.unique(users * n_items + items)
-        users, items = pairs // n_items, pairs % n_items
-        n_users = max(1, int(np.count_nonzero(np.diff(indptr))))
-        counts = np.bincount(items, minlength=n_items)
-        pool = np.sort(np.argsort(-counts, kind="stable")[: int(max_items)])
-        pool = pool[counts[pool] > 0]
-        position = np.full(n_items, -1, dtype=np.int64)
-        position[pool] = np.arange(len(pool))
-        inside = position[items] >= 0
-        seen = sparse.csr_matrix((np.ones(int(inside.sum())), (users[inside], position[items[inside]])), shape=(len(indptr) - 1, len(pool)))
+        seen, pool, counts = rated_matrix(indptr, items, n_items, max_items)
+        n_users = max(1, int(np.count_nonzero(np.diff(np.asarray(indptr)))))
         prior = np.minimum(counts / n_users, 1.0)
         covariance = (seen.T @ seen).toarray() / n_users - np.outer(prior[pool], prior[pool])
         return cls(pool, covariance, prior, counts, factors)

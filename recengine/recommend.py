@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recengine.data.dataset import Dataset
+from recengine.data.dataset import Dataset, rated_matrix
 from recengine.caching import PerModelCache
 from recengine.models.base import Recommender
 from recengine.onboarding import GOOD_PROFILE_SIZE
@@ -267,24 +267,7 @@ class CoWatch:
         """
         if isinstance(regularization, bool) or not isinstance(regularization, numbers.Real) or not regularization > 0:
             raise ValueError(f"regularization must be a number > 0, got {regularization!r}")
-        if isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1:
-            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        indptr = np.asarray(indptr, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        users = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
-        pairs = np.unique(users * n_items + items)
-        users, items = pairs // n_items, pairs % n_items
-        counts = np.bincount(items, minlength=n_items)
-        pool = np.sort(np.argsort(-counts, kind="stable")[: int(max_items)])
-        pool = pool[counts[pool] > 0]
-        position = np.full(n_items, -1, dtype=np.int64)
-        position[pool] = np.arange(len(pool))
-        inside = position[items] >= 0
-        from scipy import sparse  # installed with scikit-learn
-
-        seen = sparse.csr_matrix(
-            (np.ones(int(inside.sum())), (users[inside], position[items[inside]])), shape=(len(indptr) - 1, len(pool))
-        )
+        seen, pool, _ = rated_matrix(indptr, items, n_items, max_items)
         gram = torch.from_numpy((seen.T @ seen).toarray())
         gram.diagonal().add_(float(regularization))
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))

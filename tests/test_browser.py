@@ -9,22 +9,17 @@ Skipped when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import real_data_dir
+from conftest import import_script, real_data_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[1]
+LOAD_SCRIPT = REPO / "benchmarks" / "load.py"
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 CHROMIUM_ARGS = [
@@ -53,24 +48,11 @@ expect = sync_api.expect
 expect.set_options(timeout=30_000)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s")
+@pytest.fixture(scope="module")
+def load():
+    """benchmarks/load.py as a module: its `serve` starts and always stops the app."""
+    with import_script(LOAD_SCRIPT, "load_benchmark_browser") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
@@ -80,38 +62,17 @@ def dataset() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, dataset):
+def server(tmp_path_factory, dataset, load):
     """The app served on a free port; yields its URL and always stops the process."""
     home = tmp_path_factory.mktemp("browser-app")
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECENGINE_MODELS_DIR": str(home / "models"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "XDG_DATA_HOME": str(home / "data"),
-        "RECENGINE_DEFAULT_DATASET": dataset,
-        "RECENGINE_APP_HYPER": json.dumps(QUICK if dataset == "synthetic" else REAL),
-        "RECENGINE_DEVICE": "cpu",
-    }
-    log = open(home / "streamlit.log", "w")
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false",
-    ]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-        log.close()
+    with load.serve(
+        models_dir=home / "models",
+        dataset=dataset,
+        hyper=QUICK if dataset == "synthetic" else REAL,
+        log_path=home / "streamlit.log",
+        extra_env={"XDG_CACHE_HOME": str(home / "cache"), "XDG_DATA_HOME": str(home / "data")},
+    ) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")

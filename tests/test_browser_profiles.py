@@ -2,34 +2,25 @@
 with its shareable link, upload a ratings file and see the guessed columns. Screenshots land in
 test-output/screenshots/ (git-ignored).
 
-Reuses test_browser's helpers (free port, health check, settle, screenshot); the server here is
-its own, on the synthetic dataset with a quick model, and with its profiles database and uploads
-in a temporary folder. Skipped when Chromium or Playwright is missing.
+Reuses test_browser's helpers (the server via benchmarks/load.py's `serve`, settle, screenshot);
+the server here is its own, on the synthetic dataset with a quick model, and with its profiles
+database and uploads in a temporary folder. Skipped when Chromium or Playwright is missing.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from test_browser import (  # noqa: F401 - the browser fixture
-    CHROMIUM_ARGS,
+from test_browser import (  # noqa: F401 - the browser and load fixtures
     QUICK,
-    REPO,
     VIEWPORT,
     WAIT_MS,
     assert_no_exception,
     browser,
     expect,
-    free_port,
     go_to,
+    load,
     screenshot,
     settle,
-    wait_healthy,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -38,40 +29,18 @@ RATINGS = "user,item,rating,timestamp\n" + "".join(f"u{u},m{m},{(u + 2 * m) % 5 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, load):
     """The app on a free port with everything it writes under a temporary folder; always stopped."""
     home = tmp_path_factory.mktemp("browser-profiles")
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECENGINE_MODELS_DIR": str(home / "models"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "XDG_DATA_HOME": str(home / "data"),  # profiles database and uploads
-        "RECENGINE_DEFAULT_DATASET": "synthetic",
-        "RECENGINE_APP_HYPER": json.dumps(QUICK),
-        "RECENGINE_DEVICE": "cpu",
-    }
-    for name in ("RECENGINE_PROFILES_DB", "RECENGINE_UPLOADS_DIR"):
-        env.pop(name, None)
-    log = open(home / "streamlit.log", "w")
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
-        yield url, home
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-        log.close()
+    folders = {"XDG_CACHE_HOME": str(home / "cache"), "XDG_DATA_HOME": str(home / "data")}  # profiles database and uploads
+    with load.serve(
+        models_dir=home / "models",
+        dataset="synthetic",
+        hyper=QUICK,
+        log_path=home / "streamlit.log",
+        extra_env={**folders, "RECENGINE_PROFILES_DB": None, "RECENGINE_UPLOADS_DIR": None},
+    ) as running:
+        yield running.url, home
 
 
 def test_save_a_profile_share_it_and_upload_a_ratings_file(server, browser, tmp_path):

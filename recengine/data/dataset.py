@@ -10,15 +10,19 @@ catalogue, so indices mean the same thing in train, test and the full data.
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Dataset", "IdMap", "CATALOGUE_COLUMNS", "display_title", "parse_title", "make_catalogue"]
+if TYPE_CHECKING:
+    from scipy import sparse
+
+__all__ = ["Dataset", "IdMap", "CATALOGUE_COLUMNS", "display_title", "parse_title", "make_catalogue", "rated_matrix"]
 
 #: Columns of `Dataset.catalogue` (one row per item index, in index order).
 CATALOGUE_COLUMNS = ("item_id", "title", "display_title", "year", "genres", "popularity", "mean_rating")
@@ -289,3 +293,29 @@ class Dataset:
                 "timestamp": self.timestamps,
             }
         )
+
+
+def rated_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int, max_items: int) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """Who has rated which of the most-rated items, from a users x items CSR pattern.
+
+    indptr (n_users + 1,) and items (nnz,) int; repeated (user, item) pairs count once. Returns
+    (seen, pool, counts): counts int64 (n_items,) the users per item; pool int64 the up to
+    `max_items` most-rated items (ties by index) that anyone rated, ascending; seen a 0/1 float64
+    CSR matrix (n_users, len(pool)) of the pool's columns. ValueError for a max_items below 1.
+    """
+    from scipy import sparse  # installed with scikit-learn; loaded only when needed
+
+    if isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1:
+        raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
+    indptr, items = np.asarray(indptr, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    users = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    pairs = np.unique(users * n_items + items)
+    users, items = pairs // n_items, pairs % n_items
+    counts = np.bincount(items, minlength=n_items)
+    pool = np.sort(np.argsort(-counts, kind="stable")[: int(max_items)])
+    pool = pool[counts[pool] > 0]
+    position = np.full(n_items, -1, dtype=np.int64)
+    position[pool] = np.arange(len(pool))
+    inside = position[items] >= 0
+    seen = sparse.csr_matrix((np.ones(int(inside.sum())), (users[inside], position[items[inside]])), shape=(len(indptr) - 1, len(pool)))
+    return seen, pool, counts

@@ -510,12 +510,6 @@ class AlternatingLeastSquares(Recommender):
             raise NotFittedError(f"{self.name} model is not fitted: call fit(train) or Recommender.load(path) first")
         return self._user_factors, self._item_factors
 
-    def _check_indices(self, users: np.ndarray | None, items: np.ndarray | None) -> None:
-        if users is not None and users.size and (users.min() < 0 or users.max() >= self.n_users):
-            raise IndexError(f"user indices must be in 0..{self.n_users - 1}, got {users.min()}..{users.max()}")
-        if items is not None and items.size and (items.min() < 0 or items.max() >= self.n_items):
-            raise IndexError(f"item indices must be in 0..{self.n_items - 1}, got {items.min()}..{items.max()}")
-
     def predict(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
         """Scores x_u · y_i float32 (n,) for pairs of known indices (not ratings: `explicit` is False)."""
         x, y = self._factors()

@@ -419,6 +419,13 @@ class Recommender(ABC):
     def n_items(self) -> int:
         return len(self.item_map) if self.item_map is not None else 0
 
+    def _check_indices(self, users: np.ndarray | None, items: np.ndarray | None) -> None:
+        """IndexError naming the valid range unless every user (item) index is a known one."""
+        if users is not None and users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise IndexError(f"user indices must be in 0..{self.n_users - 1}, got {users.min()}..{users.max()}")
+        if items is not None and items.size and (items.min() < 0 or items.max() >= self.n_items):
+            raise IndexError(f"item indices must be in 0..{self.n_items - 1}, got {items.min()}..{items.max()}")
+
     # --- scoring ------------------------------------------------------------------------------
     @abstractmethod
     def predict(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:

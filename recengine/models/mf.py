@@ -264,12 +264,6 @@ class MatrixFactorization(Recommender):
             x = network(torch.from_numpy(users).to(self.device), torch.from_numpy(items).to(self.device))
             return self._activate(x).clamp(low, high).float().cpu().numpy()
 
-    def _check_indices(self, users: np.ndarray | None, items: np.ndarray | None) -> None:
-        if users is not None and users.size and (users.min() < 0 or users.max() >= self.n_users):
-            raise IndexError(f"user indices must be in 0..{self.n_users - 1}, got {users.min()}..{users.max()}")
-        if items is not None and items.size and (items.min() < 0 or items.max() >= self.n_items):
-            raise IndexError(f"item indices must be in 0..{self.n_items - 1}, got {items.min()}..{items.max()}")
-
     def score_users(self, user_idx: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Predicted ratings of every item for known users: (len(user_idx), n_items) float32 on
         `device`, one matrix product. Not clipped to the scale (clipping would create ties)."""
