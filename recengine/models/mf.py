@@ -213,7 +213,7 @@ class MatrixFactorization(Recommender):
 
         users = torch.from_numpy(train.users.astype(np.int64)).to(self.device)
         items = torch.from_numpy(train.items.astype(np.int64)).to(self.device)
-        ratings = torch.from_numpy(train.ratings).to(self.device)
+        ratings = torch.tensor(train.ratings, device=self.device)  # a copy: cached datasets are read-only
 
         def loss_fn(batch: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
             batch_users, batch_items = batch
