@@ -56,7 +56,10 @@ n_components = 3 if three_d and factor_dim >= 3 else 2
 projection = cached.projection(choice, n_components, int(top_n))
 recommended, you = [], None
 if profile.ratings:
-    recommended = [rec.item_idx for rec in recommend_profile(model, catalogue, profile.ratings, k=RECOMMENDED_SHOWN, explain=False)]
+    recommended = [
+        rec.item_idx
+        for rec in recommend_profile(model, catalogue, profile.ratings, k=RECOMMENDED_SHOWN, explain=False, not_seen=profile.not_seen)
+    ]
     user_vector = model.user_vector(model.fold_in(profile.ratings))
     you = project_vector(projection, user_vector) if user_vector is not None else None
 figure = charts.latent_map(

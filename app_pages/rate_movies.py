@@ -34,7 +34,7 @@ def plan_batch(not_seen: set[int]) -> None:
 def show_next_batch() -> None:
     """Move on: what was on screen and left unrated counts as not seen and is not offered again."""
     profile.shown.update(profile.batch)
-    plan_batch(profile.skipped | profile.shown)
+    plan_batch(profile.not_seen)
 
 
 def start_over_batches() -> None:
@@ -43,7 +43,7 @@ def start_over_batches() -> None:
 
 
 if not profile.batch:
-    plan_batch(profile.skipped | profile.shown)
+    plan_batch(profile.not_seen)
 
 n_rated = len(profile.ratings)
 st.progress(min(n_rated / GOOD_PROFILE_SIZE, 1.0), text=progress_message(n_rated))
@@ -91,7 +91,9 @@ with preview:
         st.info("Rate a movie and your first recommendations appear here.", icon="⭐")
     else:
         preview_filter = RecommendationFilter(min_ratings=PREVIEW_MIN_RATINGS)
-        recommendations = recommend_profile(model, catalogue, profile.ratings, k=PREVIEW_SIZE, filters=preview_filter)
+        recommendations = recommend_profile(
+            model, catalogue, profile.ratings, k=PREVIEW_SIZE, filters=preview_filter, not_seen=profile.not_seen
+        )
         for rank, rec in enumerate(recommendations, start=1):
             top = rec.reasons[0] if rec.reasons and rec.reasons[0].contribution > 0 else None
             because = f" · because you rated {widgets.md(top.title)} {widgets.stars(top.rating)}" if top else ""

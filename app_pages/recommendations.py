@@ -13,6 +13,7 @@ from recengine.recommend import (
     Recommendation,
     RecommendationFilter,
     compare_models,
+    generic_overlap,
     popularity_overlap,
     profile_is_thin,
     recommend_profile,
@@ -21,6 +22,8 @@ from recengine.recommend import (
 from ui import cached, runs, state, widgets
 
 REASONS_SHOWN = 3
+#: The thin-profile flag looks at the top of the list: this many movies.
+THIN_TOP = 10
 #: The next-item model of the "Watch next" tab, when registered (else the first sequential one).
 WATCH_NEXT_MODEL = "seq-transformer"
 #: Next-item models learn from every user's time-ordered history but its last movie (held out for
@@ -106,11 +109,18 @@ filters = RecommendationFilter(
 
 
 # --- the three views -------------------------------------------------------------------------------------
-def show_thin_profile_flag() -> None:
-    """The honest flag: say so when the list cannot be personal yet."""
-    if not profile_is_thin(model, profile.ratings, train):
+def show_thin_profile_flag(recommendations: list[Recommendation]) -> None:
+    """The honest flag: say so when the list shown cannot be personal yet."""
+    shown = [rec.item_idx for rec in recommendations]
+    anyone = [  # what the same settings show someone with no ratings
+        rec.item_idx
+        for rec in recommend_profile(
+            model, catalogue, {}, k=THIN_TOP + len(profile.ratings), filters=filters, novelty=novelty, diversity=diversity, explain=False
+        )
+    ]
+    if not profile_is_thin(shown, anyone, profile.ratings, train, k=THIN_TOP):
         return
-    overlap = popularity_overlap(model, profile.ratings, train)
+    overlap = popularity_overlap(shown, profile.ratings, train, k=THIN_TOP)
     if len(profile.ratings) < GOOD_PROFILE_SIZE:
         st.warning(
             f"Your profile is still thin: {len(profile.ratings)} of about {GOOD_PROFILE_SIZE} ratings. Until then the list "
@@ -118,19 +128,21 @@ def show_thin_profile_flag() -> None:
             icon="🌱",
         )
     else:
-        st.warning(
-            f"This list is mostly popularity: {overlap:.0%} of your top 10 are among the 10 most-watched movies. "
-            "Rating a few less mainstream movies you liked makes it personal.",
-            icon="🌱",
+        generic = generic_overlap(shown, anyone, profile.ratings, k=THIN_TOP)
+        what = (
+            f"mostly popularity: {overlap:.0%} of your top 10 are among the 10 most-watched movies"
+            if overlap >= generic
+            else f"mostly what anyone gets: {generic:.0%} of your top 10 are on the list for someone with no ratings"
         )
+        st.warning(f"This list is {what}. Rating a few less mainstream movies you liked makes it personal.", icon="🌱")
 
 
 def show_for_you() -> None:
     """The top movies for the profile from the sidebar's model, with the ratings behind each."""
-    show_thin_profile_flag()
     recommendations = recommend_profile(
-        model, catalogue, profile.ratings, k=int(k), filters=filters, novelty=novelty, diversity=diversity
+        model, catalogue, profile.ratings, k=int(k), filters=filters, novelty=novelty, diversity=diversity, not_seen=profile.not_seen
     )
+    show_thin_profile_flag(recommendations)
     if not recommendations:
         st.info("No movie passes these filters. Widen the years or genres, or lower the minimum number of ratings.", icon="🔎")
         return
@@ -150,7 +162,11 @@ def show_for_you() -> None:
     else:
         how = "Reasons are estimated by leaving each of your ratings out in turn and re-scoring. "
     scale = "Predicted ratings are on the dataset's scale." if model.explicit else "Scores rank movies; they are not ratings."
-    st.caption(how + scale)
+    order = (
+        " The order weighs the model's score together with what people who gave your answers went on to watch: "
+        "the movies you rated, and those you said you haven't seen (which stay on the list)."
+    )
+    st.caption(how + scale + order)
 
 
 def follows_text(rec: Recommendation) -> str:
@@ -236,7 +252,9 @@ def show_comparison() -> None:
         return
     other_choice = st.selectbox("Compare with", options, format_func=runs.describe_choice, key="rec-compare-model")
     other = cached.model(other_choice)
-    list_a, list_b, overlap_items, jaccard = compare_models(model, other, catalogue, profile.ratings, k=10, filters=filters)
+    list_a, list_b, overlap_items, jaccard = compare_models(
+        model, other, catalogue, profile.ratings, k=10, filters=filters, not_seen=profile.not_seen
+    )
     shared = set(overlap_items)
     st.metric(
         "In both top-10 lists", f"{len(shared)} of {max(len(list_a), len(list_b))}", f"Jaccard {jaccard:.2f}",

@@ -226,10 +226,10 @@ class QuestionConfig:
     were chosen on validation users; see `benchmarks/onboarding.py` for the figures.
     """
 
-    lift: float = 0.6
+    lift: float = 0.4
     """0 asks what the person has most likely seen; 1 asks what they are far more likely to have
     seen than people at large (less-known movies that say more about them). At least 0."""
-    design: float = 2.0
+    design: float = 4.0
     """Weight of the latent-information gain (spread over the model's item factors). At least 0."""
     evidence: float = 1.0
     """Scale of the answers' evidence (the conditional term of `seen_probability`; 0: the prior alone). At least 0."""
@@ -252,8 +252,13 @@ DEFAULT_QUESTIONS = QuestionConfig()
 SEEN_FLOOR = 1e-3
 #: The seen model covers this many of the most-rated items (the rest keep their prior).
 SEEN_MAX_ITEMS = 2000
-#: Ridge of the seen model's conditioning, in units of the pool's mean variance.
+#: Ridge of the seen model's conditioning when it picks questions, in units of the pool's mean
+#: variance: sharp, so that one answer already moves the next batch.
 RIDGE = 0.1
+#: Ridge of the seen model when it ranks recommendations (`Questioner.seen_log_probability`), in
+#: the same units: smoother, as the estimate then orders every movie, not just the next six
+#: asked. Chosen with `recengine.recommend.DEFAULT_SEEN` on validation users (see there).
+RANKING_RIDGE = 3.0
 
 
 class Questioner:
@@ -290,7 +295,8 @@ class Questioner:
         self.position = np.full(self.n_items, -1, dtype=np.int64)
         self.position[self.pool] = np.arange(len(self.pool))
         variance = np.diagonal(self.covariance)
-        self.ridge = RIDGE * float(variance.mean()) if len(variance) and variance.mean() > 0 else RIDGE
+        #: The unit of the ridge (RIDGE, RANKING_RIDGE): the pool's mean variance (1 when there is none).
+        self.variance = float(variance.mean()) if len(variance) and variance.mean() > 0 else 1.0
         self.factors = None if factors is None else np.asarray(factors, dtype=np.float64)
         if self.factors is not None and (self.factors.ndim != 2 or self.factors.shape[0] != self.n_items):
             raise ValueError(f"factors must be (n_items={self.n_items}, d), got shape {self.factors.shape}")
@@ -330,24 +336,61 @@ class Questioner:
             factors = None  # no per-item vectors to spread over: the design term is left out
         return cls.from_interactions(np.asarray(indptr), np.asarray(items), model.n_items, factors)
 
-    def seen_probability(self, rated: Collection[int], skipped: Collection[int], evidence: float = 1.0) -> np.ndarray:
+    def seen_probability(
+        self, rated: Collection[int], skipped: Collection[int], evidence: float = 1.0, ridge: float = RIDGE
+    ) -> np.ndarray:
         """Chance that the person has seen each item given their answers: (n_items,) float64 in
-        [SEEN_FLOOR, 1] (see the class docstring); rated items get 1, skipped ones SEEN_FLOOR."""
+        [SEEN_FLOOR, 1] (see the class docstring; `ridge` in units of the pool's mean variance);
+        rated items get 1, skipped ones SEEN_FLOOR."""
         rated_items = _as_items(rated, self.n_items, "rated")
         skipped_items = _as_items(skipped, self.n_items, "skipped")
-        seen = self.prior.copy()
-        answered = np.concatenate([rated_items, skipped_items])
-        observed = np.concatenate([np.ones(len(rated_items)), np.zeros(len(skipped_items))])
-        inside = self.position[answered] >= 0
-        if evidence and inside.any():
-            columns = self.position[answered[inside]]
-            block = self.covariance[np.ix_(columns, columns)].astype(np.float64) + self.ridge * np.eye(len(columns))
-            weights = np.linalg.solve(block, observed[inside] - self.prior[answered[inside]])
-            seen[self.pool] += float(evidence) * (self.covariance[:, columns].astype(np.float64) @ weights)
+        seen, _ = self._condition(rated_items, skipped_items, evidence, ridge)
         seen = np.clip(seen, SEEN_FLOOR, 1.0)
         seen[skipped_items] = SEEN_FLOOR
         seen[rated_items] = 1.0
         return seen
+
+    def seen_log_probability(self, rated: Collection[int], skipped: Collection[int], ridge: float = RANKING_RIDGE) -> np.ndarray:
+        """log `seen_probability` for ranking recommendations: (n_items,) float64 in [log SEEN_FLOOR, 0].
+
+        One difference: a skipped movie's own answer is left out of its estimate, which comes
+        from the other answers alone (leave-one-out). "Haven't seen it" is exactly what a person
+        may want recommended, so it must not push that movie down; it still lowers the movies
+        usually watched with it, and a skipped movie outside the pool keeps its prior. Rated
+        movies get 0 (they are never recommended).
+        """
+        rated_items = _as_items(rated, self.n_items, "rated")
+        skipped_items = np.setdiff1d(_as_items(skipped, self.n_items, "skipped"), rated_items)
+        seen, left_out = self._condition(rated_items, skipped_items, 1.0, ridge)
+        seen[skipped_items] = self.prior[skipped_items]
+        seen[left_out[0]] = left_out[1]
+        seen = np.log(np.clip(seen, SEEN_FLOOR, 1.0))
+        seen[rated_items] = 0.0
+        return seen
+
+    def _condition(
+        self, rated_items: np.ndarray, skipped_items: np.ndarray, evidence: float, ridge: float
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """(seen, (answered, left_out)): the unclipped conditional expectation (n_items,) float64 of
+        the class docstring, and for each answered movie inside the pool its expectation from the
+        *other* answers alone. With K the ridged block of the answered movies and w = K^-1 (x - p),
+        that is p_j + evidence * (x_j - p_j - w_j / (K^-1)_jj), the closed-form leave-one-out of
+        Gaussian conditioning (Rasmussen & Williams 2006, eq. 5.12): no refit per answer."""
+        seen = self.prior.copy()
+        answered = np.concatenate([rated_items, skipped_items])
+        observed = np.concatenate([np.ones(len(rated_items)), np.zeros(len(skipped_items))])
+        inside = self.position[answered] >= 0
+        if not evidence or not inside.any():
+            return seen, (answered[inside], self.prior[answered[inside]])
+        answered, observed = answered[inside], observed[inside]
+        columns = self.position[answered]
+        block = self.covariance[np.ix_(columns, columns)].astype(np.float64) + float(ridge) * self.variance * np.eye(len(columns))
+        inverse = np.linalg.inv(block)
+        residual = observed - self.prior[answered]
+        weights = inverse @ residual
+        seen[self.pool] += float(evidence) * (self.covariance[:, columns].astype(np.float64) @ weights)
+        left_out = self.prior[answered] + float(evidence) * (residual - weights / np.diagonal(inverse))
+        return seen, (answered, left_out)
 
     def next_questions(
         self,

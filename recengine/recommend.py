@@ -23,9 +23,17 @@ The order of the list is not the model's score alone. `recommend_profile` sorts 
   A rating model answers "how much would they like it", not "would they watch it"; the lists
   are judged (and used) on the second, and a few ratings say far more about it through
   co-watching than through the latent taste vector;
+* the seen score (`seen_scores`, weight `seen`): the log chance that the person has seen the
+  movie given *all* their onboarding answers, "haven't seen" ones included
+  (`recengine.onboarding.Questioner`). Where co-watch only hears what was rated, this also
+  hears what was skipped: someone who has not seen any of the horror films asked about is
+  unlikely to watch the next one. A skipped movie itself is not pushed down (its own answer is
+  left out of its estimate): that is a movie the person may well want recommended;
 * log popularity rank (weight `novelty`): the prior of being watched at all.
 
-The weights were chosen on validation users (`benchmarks/onboarding.py --tune`); the score
+The three signals besides the model's score are the same for every model family (they come
+from who rated what in the training data), so the model's score is what a model comparison
+compares. The weights were chosen on validation users (`benchmarks/onboarding.py --tune`); the score
 shown beside each movie (`Recommendation.score`, `predicted_rating`) is the model's alone.
 """
 
@@ -33,7 +41,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +50,7 @@ import torch
 from recengine.data.dataset import Dataset, rated_matrix
 from recengine.caching import PerModelCache
 from recengine.models.base import Recommender
-from recengine.onboarding import GOOD_PROFILE_SIZE
+from recengine.onboarding import GOOD_PROFILE_SIZE, Questioner
 
 __all__ = [
     "CO_WATCH_MAX_ITEMS",
@@ -50,7 +58,10 @@ __all__ = [
     "CO_WATCH_REGULARIZATION",
     "CoWatch",
     "DEFAULT_CO_WATCH",
+    "DEFAULT_SEEN",
+    "SEEN_RANGE",
     "co_watch_scores",
+    "seen_scores",
     "GENRE_MATCHES",
     "Reason",
     "Recommendation",
@@ -71,19 +82,21 @@ __all__ = [
 
 #: How `RecommendationFilter.genres` combine: an item needs any one of them, or all of them.
 GENRE_MATCHES = ("any", "all")
-#: Share of a profile's top-k that may coincide with the popularity top-k, or with what the
-#: model shows someone with no ratings, before `profile_is_thin` flags the list as generic.
-#: (ml-100k, matrix factorisation, held-out users after 10 onboarding answers: the generic
-#: overlap of the top 10 has median 0.1 and 90th percentile 0.3; after 5 answers 0.3 and 0.5.)
+#: Share of a list's top k that may coincide with the popularity top k, or with the list for
+#: someone with no ratings, before `profile_is_thin` flags it as generic. (ml-100k, matrix
+#: factorisation, held-out users of `benchmarks/onboarding.py`, the page's default ranking:
+#: after 10 onboarding answers both overlaps of the top 10 have median 0.4 and 90th percentile
+#: 0.6-0.67, and 9-11% of the users are flagged; after 5 answers 0.4-0.5 and 0.77.)
 THIN_OVERLAP = 0.6
 #: Allowed values of `recommend_profile`'s signed popularity weight `novelty`.
 NOVELTY_RANGE = (-1.0, 1.0)
 #: The default `novelty`: a rating model predicts how much a person would like a movie, not
 #: whether they would watch it, so on its own it ranks obscure movies with a few glowing
-#: ratings high. A negative novelty weighs in log popularity, the prior of being watched; it
-#: matters most for a profile with few or no ratings, where co-watch has little to say.
-#: Chosen together with `DEFAULT_CO_WATCH`, see there.
-DEFAULT_NOVELTY = -0.5
+#: ratings high. The seen term (`DEFAULT_SEEN`) weighs in the prior of being watched (with no
+#: answers it is the share of people who saw the movie), strongly; a slightly positive novelty
+#: takes back part of its pull towards blockbusters. Before the seen term, the tuned novelty
+#: was -0.5, the same prior by another route. Chosen with `DEFAULT_CO_WATCH`, see there.
+DEFAULT_NOVELTY = 0.25
 #: Default floor on a movie's number of ratings on the recommendation page (few ratings give
 #: noisy predictions); `RecommendationFilter(min_ratings=DEFAULT_MIN_RATINGS)`.
 DEFAULT_MIN_RATINGS = 20
@@ -102,7 +115,21 @@ CO_WATCH_RANGE = (0.0, 4.0)
 #: 0.582 at (lambda 800, co_watch 1, novelty -0.5), 0.579 at lambda 400 (the best of co_watch
 #: 0.75-1.5 x novelty -0.75..-0.25 there, all 0.568-0.579), 0.572 at lambda 200, 0.493 without
 #: co-watch; at k=10 onboarding answers 0.555, 1.59x popularity's (0.558 at lambda 400).
-DEFAULT_CO_WATCH = 1.0
+#: Re-tuned with the seen term (`DEFAULT_SEEN`) on lambda 400, 800 x co_watch 0.5, 1 x seen 0, 1,
+#: 2, 3 x its ridge 1, 3, 10 x novelty -0.5..0.5: 0.6075 at (lambda 800, co_watch 0.5, seen 3,
+#: ridge 3, novelty +0.25) against 0.5846 for the best without it (lambda 800, co_watch 1,
+#: novelty -0.5); at k=10 onboarding answers 0.620, 1.77x popularity's (0.564 without).
+DEFAULT_CO_WATCH = 0.5
+#: Allowed values of `recommend_profile`'s seen weight `seen` (0 = no seen term).
+SEEN_RANGE = (0.0, 4.0)
+#: The default `seen` weight (in units of the model score's weight, 1): see `seen_scores`.
+#: Chosen with `DEFAULT_CO_WATCH`, `DEFAULT_NOVELTY` and `recengine.onboarding.RANKING_RIDGE` by
+#: `benchmarks/onboarding.py --tune` on validation users (figures at `DEFAULT_CO_WATCH`). 3 is
+#: the top of the grid on purpose: heavier weights scored within 0.01 in a wider search (0.615
+#: at seen 10, ridge 10, novelty +1.5, on the same 85 users) but leave the model's score a
+#: tenth of the say, and then the list hardly changes with the model, which defeats comparing
+#: models; at 3 it keeps about a fifth.
+DEFAULT_SEEN = 3.0
 #: Ridge weight of `CoWatch` (EASE's lambda), in co-ratings (see `DEFAULT_CO_WATCH`).
 CO_WATCH_REGULARIZATION = 800.0
 #: `CoWatch` learns weights among at most this many of the most-rated items (cost grows with
@@ -322,6 +349,18 @@ def co_watch_scores(model: Recommender, ratings: Mapping[int, float] | Collectio
     return co_watch.scores(mask)
 
 
+def seen_scores(model: Recommender, ratings: Mapping[int, float] | Collection[int], not_seen: Collection[int] = ()) -> np.ndarray:
+    """The seen term of the ranking: (n_items,) float64, the log chance that the person has seen
+    each movie given the movies they rated (the keys of `ratings`) and the ones they have not
+    seen (`Questioner.seen_log_probability` of `Questioner.of_model(model)`: a skipped movie's
+    own answer is left out of its estimate). All zeros when the model carries no training
+    interactions. ValueError for an item index outside the catalogue."""
+    questioner = Questioner.of_model(model)
+    if questioner is None:
+        return np.zeros(model.n_items, dtype=np.float64)
+    return questioner.seen_log_probability([int(item) for item in ratings], [int(item) for item in not_seen])
+
+
 def ranking_values(
     scores: np.ndarray,
     popularity: np.ndarray,
@@ -330,15 +369,18 @@ def ranking_values(
     *,
     co_watch: np.ndarray | None = None,
     co_watch_weight: float = 0.0,
+    seen: np.ndarray | None = None,
+    seen_weight: float = 0.0,
 ) -> np.ndarray:
     """What `recommend_profile` sorts by, for one profile or many at once: float64, -inf where not kept.
 
     scores: (n_items,) or (n_profiles, n_items) model scores; popularity: (n_items,) ratings per
     item (catalogue `popularity`); keep: bool, broadcastable to `scores`, True for the
-    candidates; co_watch: `CoWatch` scores shaped like `scores` (None: no co-watch term).
-    For each row,
+    candidates; co_watch: `CoWatch` scores shaped like `scores` (None: no co-watch term); seen:
+    `seen_scores` shaped like `scores` (None: no seen term). For each row,
 
-        value_i = z(score_i) + co_watch_weight * z(co_watch_i) + novelty * z(log popularity rank_i)
+        value_i = z(score_i) + co_watch_weight * z(co_watch_i) + seen_weight * z(seen_i)
+                  + novelty * z(log popularity rank_i)
 
     over that row's candidates, z the standardisation over the candidates (zero when they are
     all equal, e.g. the co-watch scores of an empty profile) and rank 1 the most-rated item
@@ -356,6 +398,11 @@ def ranking_values(
         if co_watch.shape != scores.shape:
             raise ValueError(f"co_watch must have the shape of scores {scores.shape}, got {co_watch.shape}")
         values = values + float(co_watch_weight) * _masked_standardise(np.atleast_2d(co_watch), mask)
+    if seen is not None and seen_weight != 0.0:
+        seen = np.asarray(seen, dtype=np.float64)
+        if seen.shape != scores.shape:
+            raise ValueError(f"seen must have the shape of scores {scores.shape}, got {seen.shape}")
+        values = values + float(seen_weight) * _masked_standardise(np.atleast_2d(seen), mask)
     if novelty != 0.0:
         log_rank = np.log(_popularity_rank(np.asarray(popularity)))
         values = values + float(novelty) * _masked_standardise(np.broadcast_to(log_rank, rows.shape), mask)
@@ -525,17 +572,25 @@ def recommend_profile(
     diversity: float = 0.0,
     explain: bool = True,
     co_watch: float | None = None,
+    *,
+    not_seen: Collection[int] = (),
+    seen: float | None = None,
 ) -> list[Recommendation]:
     """The top `k` items for a person described by `ratings` {item_idx: rating}, best first.
 
     Rated items and items outside `filters` are never recommended. Items are ranked by
-    `ranking_values`: `z(score) + co_watch * z(co-watch score) + novelty * z(log popularity rank)`,
-    z the standardisation over the candidates (see the module docstring).
+    `ranking_values`: `z(score) + co_watch * z(co-watch score) + seen * z(seen score) + novelty *
+    z(log popularity rank)`, z the standardisation over the candidates (see the module docstring).
     co_watch (0..4, None = `DEFAULT_CO_WATCH`) weighs what people who rated the same movies
         also rated (`CoWatch`, from the model's training data, so it works with every model
         family), i.e. how likely the person is to watch the movie, against the model's score,
         how much they would like it. 0 is the model alone; an empty profile has no co-watch
         signal. A model that carries no training interactions gets none either.
+    not_seen: item indices the person said (or showed, by leaving them unrated) they have not
+        seen; they stay candidates, and inform the seen score (`seen_scores`).
+    seen (0..4, None = `DEFAULT_SEEN`) weighs the log chance that the person has seen the movie
+        given their ratings and `not_seen` (`seen_scores`; with neither, the share of people who
+        saw it). 0 leaves it out; a model without training interactions gets none.
     novelty (-1..1, None = `DEFAULT_NOVELTY`) is a signed weight on popularity, rank 1 the
         most-rated item (catalogue `popularity`). Above 0 it pushes well-known movies down (at
         1 the model's score and obscurity weigh the same); below 0 it pulls them up, a prior on
@@ -551,6 +606,7 @@ def recommend_profile(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     novelty = DEFAULT_NOVELTY if novelty is None else _check_range("novelty", novelty, NOVELTY_RANGE)
     co_watch = DEFAULT_CO_WATCH if co_watch is None else _check_range("co_watch", co_watch, CO_WATCH_RANGE)
+    seen = DEFAULT_SEEN if seen is None else _check_range("seen", seen, SEEN_RANGE)
     diversity = _check_range("diversity", diversity, (0.0, 1.0))
     if not isinstance(filters, RecommendationFilter):
         raise TypeError(f"filters must be a RecommendationFilter, got {type(filters).__name__}")
@@ -562,7 +618,11 @@ def recommend_profile(
     if candidates.size == 0:
         return []
     watched = co_watch_scores(model, clean) if co_watch > 0 and clean else None
-    ranking = ranking_values(scores, catalogue["popularity"].to_numpy(), keep, novelty, co_watch=watched, co_watch_weight=co_watch)
+    likely = seen_scores(model, clean, not_seen) if seen > 0 else None
+    ranking = ranking_values(
+        scores, catalogue["popularity"].to_numpy(), keep, novelty,
+        co_watch=watched, co_watch_weight=co_watch, seen=likely, seen_weight=seen,
+    )
     ranking = ranking[candidates]
     # best first, ties to the lower item index (candidates are sorted ascending)
     order = np.argsort(-ranking, kind="stable")
@@ -587,48 +647,51 @@ def popularity_ranking(train: Dataset, exclude: np.ndarray | list[int] = (), k: 
     return order if k is None else order[: int(k)]
 
 
-def popularity_overlap(model: Recommender, ratings: Mapping[int, float], train: Dataset, k: int = 10) -> float:
-    """Share (0..1) of the profile's top-k that is also in the popularity top-k (rated items
-    excluded from both). 1.0 means the model is only telling the person what everyone watches."""
+def _first_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    mine, _ = model.recommend_for(ratings, k=int(k))
-    if len(mine) == 0:
+    return int(k)
+
+
+def popularity_overlap(shown: Sequence[int], ratings: Mapping[int, float] | Collection[int], train: Dataset, k: int = 10) -> float:
+    """Share (0..1) of a recommendation list's top k (`shown`: item indices, best first, as the
+    page shows them) that is also in the popularity top-k of `train`, the rated items excluded.
+    1.0 means the list only tells the person what everyone watches; 0.0 for an empty list."""
+    mine = [int(item) for item in shown][: _first_k(k)]
+    if not mine:
         return 0.0
     popular = popularity_ranking(train, exclude=[int(item) for item in ratings], k=int(k))
-    return len(set(mine.tolist()) & set(popular.tolist())) / len(mine)
+    return len(set(mine) & set(popular.tolist())) / len(mine)
 
 
-def generic_overlap(model: Recommender, ratings: Mapping[int, float], k: int = 10) -> float:
-    """Share (0..1) of the profile's top-k that the model would also show someone with no
-    ratings at all (rated items excluded from both lists): how much of the list is the model's
-    generic default rather than the person's taste. With matrix factorisation that default is
-    the items with the highest learned bias, which need not be the most popular ones, so this
-    catches thin profiles that `popularity_overlap` misses."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    mine, _ = model.recommend_for(ratings, k=int(k))
-    if len(mine) == 0:
+def generic_overlap(shown: Sequence[int], anyone: Sequence[int], ratings: Mapping[int, float] | Collection[int], k: int = 10) -> float:
+    """Share (0..1) of the list's top k (`shown`, best first) that is also in the top k of
+    `anyone`, the list the same settings give someone with no ratings at all (the person's rated
+    items dropped from it first): how much of the list is the generic default rather than the
+    person's taste. The default need not be the most popular movies (matrix factorisation's is
+    the highest learned biases), so this catches thin profiles `popularity_overlap` misses."""
+    mine = [int(item) for item in shown][: _first_k(k)]
+    if not mine:
         return 0.0
-    anyone, _ = model.recommend_for({}, k=int(k) + len(ratings))
     rated = {int(item) for item in ratings}
-    anyone = [item for item in anyone.tolist() if item not in rated][: int(k)]
-    return len(set(mine.tolist()) & set(anyone)) / len(mine)
+    generic = [int(item) for item in anyone if int(item) not in rated][: int(k)]
+    return len(set(mine) & set(generic)) / len(mine)
 
 
 def profile_is_thin(
-    model: Recommender,
-    ratings: Mapping[int, float],
+    shown: Sequence[int],
+    anyone: Sequence[int],
+    ratings: Mapping[int, float] | Collection[int],
     train: Dataset,
     k: int = 10,
     max_overlap: float = THIN_OVERLAP,
 ) -> bool:
-    """True when the recommendations cannot be personal yet: fewer than `GOOD_PROFILE_SIZE`
-    ratings, or more than `max_overlap` of the top-k is the popularity top-k
-    (`popularity_overlap`) or what the model shows anyone (`generic_overlap`)."""
+    """True when the list `shown` cannot be personal yet: fewer than `GOOD_PROFILE_SIZE` ratings,
+    or more than `max_overlap` of its top k is the popularity top k (`popularity_overlap`) or the
+    list `anyone` gets with no ratings (`generic_overlap`). Both lists are item indices, best first."""
     if len(ratings) < GOOD_PROFILE_SIZE:
         return True
-    return popularity_overlap(model, ratings, train, k) > max_overlap or generic_overlap(model, ratings, k) > max_overlap
+    return popularity_overlap(shown, ratings, train, k) > max_overlap or generic_overlap(shown, anyone, ratings, k) > max_overlap
 
 
 def compare_models(
@@ -640,14 +703,16 @@ def compare_models(
     *,
     filters: RecommendationFilter = RecommendationFilter(),
     explain: bool = True,
+    not_seen: Collection[int] = (),
 ) -> tuple[list[Recommendation], list[Recommendation], list[int], float]:
-    """Both models' top-k for the same profile, side by side.
+    """Both models' top-k for the same profile (`ratings` and `not_seen`, as `recommend_profile`
+    takes them), side by side.
 
     Returns (list_a, list_b, overlap_items, jaccard): overlap_items are the item indices in
     both lists, in list_a's order; jaccard = |A & B| / |A | B| (0.0 when both are empty).
     """
-    list_a = recommend_profile(model_a, catalogue, ratings, k, filters, explain=explain)
-    list_b = recommend_profile(model_b, catalogue, ratings, k, filters, explain=explain)
+    list_a = recommend_profile(model_a, catalogue, ratings, k, filters, explain=explain, not_seen=not_seen)
+    list_b = recommend_profile(model_b, catalogue, ratings, k, filters, explain=explain, not_seen=not_seen)
     items_a = [rec.item_idx for rec in list_a]
     items_b = {rec.item_idx for rec in list_b}
     overlap = [item for item in items_a if item in items_b]

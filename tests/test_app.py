@@ -27,7 +27,7 @@ from recengine.data.movielens import DownloadError, load_dataset
 from recengine.models.base import EpochEvent, get_model_class, model_names
 from recengine.models.mf import MFConfig
 from recengine.onboarding import GOOD_PROFILE_SIZE
-from recengine.recommend import RecommendationFilter, recommend_profile, watch_next
+from recengine.recommend import RecommendationFilter, popularity_overlap, recommend_profile, watch_next
 from recengine.store import ArtefactInfo, ModelKey, ModelStore, TrainingJob
 from recengine.training import SCHEDULES
 from ui import charts, runs, state, widgets
@@ -168,8 +168,10 @@ def test_profile_rate_skip_unrate_reset():
     profile.rate(5, 2.5)
     profile.unrate(99)  # nothing to forget: no error
     profile.batch.extend([1, 2])
-    profile.shown.add(1)
+    profile.shown.update({1, 5})
     assert len(profile) == 1
+    # not seen: marked so, or offered earlier and left unrated (item 5 was rated after all)
+    assert profile.not_seen == {1, 3}
     profile.reset()
     assert (profile.ratings, profile.skipped, profile.batch, profile.shown) == ({}, set(), [], set())
 
@@ -354,6 +356,11 @@ def test_recommendations_list_reasons_and_the_thin_profile_flag(app, shared_stor
     at = open_page(rated_app(app, 3), "app_pages/recommendations.py")
     assert "Your profile is still thin: 3 of about 10 ratings" in at.warning[0].value
     table = at.dataframe[0].value
+    # the flag's figure is about the list shown
+    shown = [synthetic_titles().index(title) for title in table["Title"]]
+    train = shared_store.split("synthetic", state.APP_SPLIT, state.APP_SEED).train
+    share = popularity_overlap(shown, profile_of(at).ratings, train)
+    assert f"({share:.0%} of your top 10 are among the 10 most-watched movies)" in at.warning[0].value
     assert len(table) == 20
     rated_titles = set(synthetic_titles()[i] for i in profile_of(at).ratings)
     assert not rated_titles & set(table["Title"])
@@ -371,6 +378,27 @@ def test_recommendations_list_reasons_and_the_thin_profile_flag(app, shared_stor
 
     at = open_page(rated_app(app, GOOD_PROFILE_SIZE + 2), "app_pages/recommendations.py")
     assert not any("still thin" in w.value for w in at.warning)
+
+
+def test_recommendations_hear_what_you_have_not_seen(app, shared_store):
+    at = app().run()
+    keys = batch_keys(at)
+    items = [int(key.rsplit("-", 1)[1]) for key in keys]
+    for key in keys[:3]:
+        rate(at, key, 5.0)
+    for item in items[3:]:
+        at.button(key=f"skip-{item}").click().run()
+    profile = profile_of(at)
+    assert profile.not_seen == set(items[3:])
+    at = open_page(at, "app_pages/recommendations.py")
+    model = shared_store.get(shared_store.key("synthetic", "mf", hyper=QUICK["mf"]))
+    page = dict(k=20, filters=RecommendationFilter(min_ratings=20), explain=False)
+    expected = recommend_profile(model, synthetic_catalogue(), profile.ratings, not_seen=profile.not_seen, **page)
+    assert at.dataframe[0].value["Title"].tolist() == [rec.title for rec in expected]
+    # the "not seen" answers move the list (the skipped movies themselves may stay on it)
+    unaware = recommend_profile(model, synthetic_catalogue(), profile.ratings, **page)
+    assert [rec.title for rec in unaware] != [rec.title for rec in expected]
+    assert any("haven't seen" in caption.value for caption in at.caption)
 
 
 def test_recommendation_filters_are_applied(app):

@@ -354,16 +354,26 @@ def test_newcomers_rank_as_the_page_does_with_co_watch(bench) -> None:
     newcomers = bench.Newcomers(model, train, heldout, order, ks=(0, 5), seed=1, min_ratings=floor)
     co_watch = CoWatch.of_model(model)
     users = np.arange(100, 120)
+    weights = bench.Weights(co_watch=0.8, seen=1.5, novelty=-0.3)
+    # the onboarding reveal passes over movies the user has not rated; a random reveal skips none
+    assert newcomers.onboarding[5].not_seen.any() and not newcomers.random[5].not_seen.any()
+    for user in users.tolist():
+        row = newcomers.row_of[user]
+        skipped = bench.skipped_along(order, heldout.items_of(user), 5)
+        assert np.flatnonzero(newcomers.onboarding[5].not_seen[row]).tolist() == sorted(skipped.tolist())
     for reveal in (newcomers.onboarding[5], newcomers.random[5]):
-        fast = newcomers.ranking(reveal, co_watch, 0.8, -0.3)(users).numpy()
-        page = bench.product_scores(model, reveal.known, counts, counts >= floor, -0.3, co_watch=0.8)(users).numpy()
+        fast = newcomers.ranking(reveal, co_watch, weights)(users).numpy()
+        page = bench.product_scores(
+            model, reveal.known, counts, counts >= floor, -0.3, co_watch=0.8, not_seen=reveal.not_seen_of(newcomers.row_of), seen=1.5
+        )(users).numpy()
         assert np.array_equal(np.isinf(fast), np.isinf(page))
         np.testing.assert_allclose(fast[np.isfinite(fast)], page[np.isfinite(page)], atol=1e-5)
-        # with co-watch the ranking differs from the model and popularity alone
-        plain = newcomers.ranking(reveal, co_watch, 0.0, -0.3)(users).numpy()
-        assert not np.allclose(fast[np.isfinite(fast)], plain[np.isfinite(plain)])
-    results = newcomers.results(co_watch, 0.8, -0.3)
-    again = bench.evaluate_newcomers(model, train, heldout, order, ks=(0, 5), seed=1, novelty=-0.3, min_ratings=floor, co_watch=0.8)
+        # co-watch and the seen term each change the ranking
+        for other in (bench.Weights(co_watch=0.0, seen=1.5, novelty=-0.3), bench.Weights(co_watch=0.8, seen=0.0, novelty=-0.3)):
+            plain = newcomers.ranking(reveal, co_watch, other)(users).numpy()
+            assert not np.allclose(fast[np.isfinite(fast)], plain[np.isfinite(plain)])
+    results = newcomers.results(co_watch, weights)
+    again = bench.evaluate_newcomers(model, train, heldout, order, ks=(0, 5), seed=1, weights=weights, min_ratings=floor)
     assert [r.ndcg for r in results] == [r.ndcg for r in again]
     assert [r.random_common for r in results] == [r.random_common for r in again]
     zero, five = results
@@ -374,7 +384,7 @@ def test_newcomers_rank_as_the_page_does_with_co_watch(bench) -> None:
     random_revealed = newcomers.random[5]
     expected = ranking_metrics(popularity, random_revealed.revealed, random_revealed.remaining, metrics=["ndcg"])["ndcg@10"]
     assert five.popularity_random == pytest.approx(expected)
-    skipped = newcomers.results(co_watch, 0.8, -0.3, common=False)
+    skipped = newcomers.results(co_watch, weights, common=False)
     assert [r.ndcg for r in skipped] == [r.ndcg for r in results] and math.isnan(skipped[1].ndcg_common)
 
 
@@ -410,7 +420,9 @@ BLOCK_A, BLOCK_B = set(range(6)), set(range(6, 12))
 ASK_ANY = QuestionConfig(lift=0.5, design=0.0, min_popularity=1)
 
 
-def brute_force_seen(indptr: np.ndarray, items: np.ndarray, n_items: int, rated: list[int], skipped: list[int]) -> np.ndarray:
+def brute_force_seen(
+    indptr: np.ndarray, items: np.ndarray, n_items: int, rated: list[int], skipped: list[int], ridge: float = 0.1
+) -> np.ndarray:
     """The linear conditional expectation of "has seen" from a dense matrix, written out plainly."""
     seen = np.zeros((len(indptr) - 1, n_items))
     for user in range(len(indptr) - 1):
@@ -418,8 +430,7 @@ def brute_force_seen(indptr: np.ndarray, items: np.ndarray, n_items: int, rated:
     prior = seen.mean(axis=0)
     covariance = (seen - prior).T @ (seen - prior) / len(seen)
     answered = rated + skipped
-    ridge = 0.1 * np.mean(np.diag(covariance))
-    block = covariance[np.ix_(answered, answered)] + ridge * np.eye(len(answered))
+    block = covariance[np.ix_(answered, answered)] + ridge * np.mean(np.diag(covariance)) * np.eye(len(answered))
     observed = np.array([1.0] * len(rated) + [0.0] * len(skipped))
     expected = prior + covariance[:, answered] @ np.linalg.solve(block, observed - prior[answered])
     expected = np.clip(expected, 1e-3, 1.0)
@@ -442,6 +453,39 @@ def test_seen_probability_is_the_conditional_expectation_of_having_seen() -> Non
     assert after_a[[1, 2, 3, 4, 5]].min() > 0.7 > 0.05 > after_a[list(BLOCK_B)].max()  # one answer moves it a lot
     after_skip = questioner.seen_probability([], [0, 1])
     assert after_skip[list(BLOCK_B)].min() > questioner.prior[6:12].max() and after_skip[2:6].max() < questioner.prior[2:6].min()
+
+
+def test_seen_log_probability_leaves_each_skip_out_of_its_own_estimate() -> None:
+    indptr, items = block_interactions()
+    questioner = Questioner.from_interactions(indptr, items, 14)
+    for rated, skipped in (([0], [6, 7]), ([2, 7], [3]), ([0, 1, 2], [6, 8, 4]), ([], [5])):
+        for ridge in (0.1, 3.0):
+            got = questioner.seen_log_probability(rated, skipped, ridge=ridge)
+            expected = np.log(brute_force_seen(indptr, items, 14, rated, skipped, ridge))
+            expected[rated] = 0.0
+            for item in skipped:  # refit without that one answer: its estimate from the others
+                others = [other for other in skipped if other != item]
+                expected[item] = np.log(brute_force_seen(indptr, items, 14, rated, others, ridge)[item])
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # the ridge of seen_probability is in the same units
+    np.testing.assert_allclose(
+        questioner.seen_probability([2, 7], [3], ridge=3.0), brute_force_seen(indptr, items, 14, [2, 7], [3], 3.0), rtol=1e-5, atol=1e-6
+    )
+    # skipping A movies lowers the rest of A, not the skipped movie's own estimate below its block's
+    after = questioner.seen_log_probability([], [0, 1])
+    assert after[2:6].max() < np.log(questioner.prior[2:6]).min() and after[0] > after[2:6].min()
+    # a rated movie that is also listed as skipped counts as rated
+    assert questioner.seen_log_probability([3], [3, 6])[3] == 0.0
+
+
+def test_seen_log_probability_outside_the_pool_keeps_the_prior() -> None:
+    indptr, items = block_interactions()
+    # a pool of the 12 most-rated: 12, 13, the 17-rating items, then 0 and 1 of the 16-rating ones
+    questioner = Questioner.from_interactions(indptr, items, 14, max_items=12)
+    assert sorted(set(range(14)) - set(questioner.pool.tolist())) == [8, 9]
+    got = questioner.seen_log_probability([0], [8, 6])
+    assert got[8] == pytest.approx(np.log(questioner.prior[8])) and got[9] == pytest.approx(np.log(questioner.prior[9]))
+    np.testing.assert_allclose(got[questioner.pool], questioner.seen_log_probability([0], [6])[questioner.pool])
 
 
 def test_next_questions_follow_the_block_the_answers_point_to() -> None:

@@ -15,6 +15,8 @@ from recengine.recommend import (
     CO_WATCH_RANGE,
     DEFAULT_CO_WATCH,
     DEFAULT_NOVELTY,
+    DEFAULT_SEEN,
+    SEEN_RANGE,
     CoWatch,
     NOVELTY_RANGE,
     Recommendation,
@@ -27,8 +29,10 @@ from recengine.recommend import (
     co_watch_scores,
     ranking_values,
     recommend_profile,
+    seen_scores,
     similar_to,
 )
+from recengine.onboarding import Questioner
 
 
 from fakes import FixedFactors  # noqa: E402  (tests/fakes.py)
@@ -135,7 +139,7 @@ def test_novelty_one_pushes_popular_items_down() -> None:
     bias = np.array([4.00, 3.95, 3.90, 3.85, 3.80, 1.00])
     model = FixedFactors(np.zeros((6, 1)), bias)
     catalogue = catalogue_for(6, popularity)
-    plain = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6)]
+    plain = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=0.0)]
     novel = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=1.0)]
     assert plain == [0, 1, 2, 3, 4, 5]
     # Reference: z(score) + z(log popularity rank), rank 1 = most popular.
@@ -149,7 +153,7 @@ def test_novelty_one_pushes_popular_items_down() -> None:
     assert half == np.argsort(-(z(bias) + 0.5 * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
 
 
-def test_negative_novelty_pulls_popular_items_up_and_is_the_default() -> None:
+def test_negative_novelty_pulls_popular_items_up() -> None:
     # Item 5 is obscure with a glowing score; items 0..4 are well known with good scores.
     popularity = np.array([500, 200, 80, 30, 10, 3])
     bias = np.array([4.0, 4.1, 4.2, 4.3, 4.4, 4.9])
@@ -165,7 +169,7 @@ def test_negative_novelty_pulls_popular_items_up_and_is_the_default() -> None:
     assert familiar == expected == [5, 0, 1, 2, 3, 4]
     default = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6)]
     assert default == [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=DEFAULT_NOVELTY)]
-    assert NOVELTY_RANGE[0] <= DEFAULT_NOVELTY < 0
+    assert NOVELTY_RANGE[0] <= DEFAULT_NOVELTY <= NOVELTY_RANGE[1]
     assert default == np.argsort(-(z(bias) + DEFAULT_NOVELTY * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
 
 
@@ -363,7 +367,7 @@ def small_mf():
 def test_exact_reasons_on_mf_sum_to_the_score_difference(small_mf) -> None:
     model, data = small_mf
     ratings = {3: 5.0, 10: 1.0, 17: 4.0, 25: 3.5, 40: 2.5}
-    recs = recommend_profile(model, data.catalogue, ratings, k=8, novelty=0.0, co_watch=0.0)  # the model's order
+    recs = recommend_profile(model, data.catalogue, ratings, k=8, novelty=0.0, co_watch=0.0, seen=0.0)  # the model's order
     baseline = model.score_folded(model.fold_in({})).double().numpy()
     for rec in recs:
         assert rec.exact_reasons is True
@@ -386,35 +390,29 @@ def test_popularity_ranking_excludes_and_breaks_ties_by_index() -> None:
 def test_popularity_overlap_and_thin_profiles() -> None:
     popularity = np.arange(20, 0, -1) * 3  # item 0 the most rated, all counts distinct
     train = dataset_with_popularity(popularity)
-    follows_crowd = FixedFactors(np.zeros((20, 1)), popularity.astype(float))
-    contrarian = FixedFactors(np.zeros((20, 1)), -popularity.astype(float))
-    ratings = {0: 4.0}
-    assert popularity_overlap(follows_crowd, ratings, train, k=3) == 1.0  # both: items 1, 2, 3
-    assert popularity_overlap(contrarian, ratings, train, k=3) == 0.0  # 19, 18, 17 against 1, 2, 3
-    # Half-way: scores put items 1, 2 (popular) and 15, 16 (obscure) on top.
-    half = np.zeros(20)
-    half[[1, 2, 15, 16]] = [4, 3, 2, 1]
-    assert popularity_overlap(FixedFactors(np.zeros((20, 1)), half), ratings, train, k=4) == 0.5
+    ratings = {0: 4.0}  # the popularity top 3 without it: items 1, 2, 3
+    assert popularity_overlap([3, 1, 2, 9], ratings, train, k=3) == 1.0
+    assert popularity_overlap([19, 18, 17], ratings, train, k=3) == 0.0
+    assert popularity_overlap([1, 2, 15, 16], ratings, train, k=4) == 0.5  # 1, 2 of the top 4: 1, 2, 3, 4
+    assert popularity_overlap([], ratings, train) == 0.0
+    assert popularity_overlap(np.array([1, 19]), ratings, train, k=2) == 0.5  # any sequence of indices
 
-    ten = {item: 5.0 for item in range(10)}  # the ten most rated: the popularity top-2 is now 10, 11
-    # A model whose ratings matter: liking items 0..9 lifts items 12 and 13 (shared factor) by 2;
-    # with no ratings it prefers the obscure items 19, 18, ... (bias -popularity / 100).
-    factors = np.zeros((20, 1))
-    factors[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13], 0] = 1.0
-    personal = FixedFactors(factors, -popularity / 100.0)
-    assert popularity_overlap(personal, ten, train, k=2) == 0.0  # 13, 12 against 10, 11
-    assert generic_overlap(personal, ten, k=2) == 0.0  # 13, 12 against 19, 18
-    assert generic_overlap(personal, ten, k=4) == 0.5  # 13, 12, 19, 18 against 19, 18, 17, 16
-    assert generic_overlap(personal, {}, k=4) == 1.0
-    assert profile_is_thin(personal, ratings, train) is True  # one rating is thin whatever the list
-    assert profile_is_thin(personal, ten, train, k=2) is False
-    assert profile_is_thin(personal, ten, train, k=4, max_overlap=0.4) is True  # generic overlap 0.5
-    assert profile_is_thin(follows_crowd, ten, train, k=2) is True  # popularity overlap 1.0
-    assert profile_is_thin(follows_crowd, ten, train, k=2, max_overlap=1.0) is False  # 1.0 is not above 1.0
-    with pytest.raises(ValueError, match="k must be"):
-        popularity_overlap(follows_crowd, ratings, train, k=0)
-    with pytest.raises(ValueError, match="k must be"):
-        generic_overlap(follows_crowd, ratings, k=-1)
+    ten = {item: 5.0 for item in range(10)}  # the ten most rated: the popularity top 2 is now 10, 11
+    anyone = [0, 19, 1, 18, 17, 16]  # the list with no ratings: rated items 0 and 1 are dropped from it
+    assert popularity_overlap([13, 12], ten, train, k=2) == 0.0  # 13, 12 against 10, 11
+    assert generic_overlap([13, 12], anyone, ten, k=2) == 0.0  # 13, 12 against 19, 18
+    assert generic_overlap([13, 12, 19, 18], anyone, ten, k=4) == 0.5  # against 19, 18, 17, 16
+    assert generic_overlap([0, 19, 1, 18], anyone, {}, k=4) == 1.0
+    assert profile_is_thin([13, 12], anyone, ratings, train) is True  # one rating is thin whatever the list
+    assert profile_is_thin([13, 12], anyone, ten, train, k=2) is False
+    assert profile_is_thin([13, 12, 19, 18], anyone, ten, train, k=4, max_overlap=0.4) is True  # generic overlap 0.5
+    assert profile_is_thin([10, 11], anyone, ten, train, k=2) is True  # popularity overlap 1.0
+    assert profile_is_thin([10, 11], anyone, ten, train, k=2, max_overlap=1.0) is False  # 1.0 is not above 1.0
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be"):
+            popularity_overlap([1], ratings, train, k=bad)
+        with pytest.raises(ValueError, match="k must be"):
+            generic_overlap([1], anyone, ratings, k=bad)
 
 
 # --- comparison and similar items ---------------------------------------------------------------
@@ -561,9 +559,9 @@ def test_recommend_profile_weighs_in_what_people_who_rated_the_same_also_rated()
     model = with_training(FixedFactors(np.zeros((5, 1)), bias), training)
     catalogue = catalogue_for(5)  # equal popularity: the novelty term is zero
     ratings = {0: 4.0}
-    alone = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=4, co_watch=0.0)]
+    alone = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=4, co_watch=0.0, seen=0.0)]
     assert alone == [1, 2, 3, 4]
-    blended = recommend_profile(model, catalogue, ratings, k=4, co_watch=1.0)
+    blended = recommend_profile(model, catalogue, ratings, k=4, co_watch=1.0, seen=0.0)
     watched = CoWatch.of_model(model).scores(np.array([True, False, False, False, False]))
     z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
     expected = np.argsort(-(z(bias[1:]) + 1.0 * z(watched[1:])), kind="stable") + 1
@@ -575,3 +573,64 @@ def test_recommend_profile_weighs_in_what_people_who_rated_the_same_also_rated()
     for bad in (-0.1, 4.5, "lots", True):
         with pytest.raises(ValueError, match="co_watch"):
             recommend_profile(model, catalogue, ratings, co_watch=bad)
+
+
+def test_ranking_values_add_the_weighted_standardised_seen_term() -> None:
+    scores = np.array([4.0, 3.0, 2.0, 5.0])
+    co_watch = np.array([0.0, 0.6, 0.2, 0.1])
+    seen = np.log([0.2, 0.1, 0.99, 0.3])
+    popularity = np.array([10, 40, 20, 30])
+    keep = np.array([True, True, True, False])
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    log_rank = np.log([4.0, 1.0, 3.0])
+    values = ranking_values(scores, popularity, keep, 0.25, co_watch=co_watch, co_watch_weight=0.5, seen=seen, seen_weight=3.0)
+    expected = z(scores[:3]) + 0.5 * z(co_watch[:3]) + 3.0 * z(seen[:3]) + 0.25 * z(log_rank)
+    np.testing.assert_allclose(values[:3], expected, atol=1e-12)
+    assert values[3] == -np.inf and np.argmax(values) == 2  # the likely-seen movie wins at this weight
+    without = ranking_values(scores, popularity, keep, 0.25, co_watch=co_watch, co_watch_weight=0.5)
+    np.testing.assert_allclose(ranking_values(scores, popularity, keep, 0.25, co_watch=co_watch, co_watch_weight=0.5, seen=seen), without)
+    with pytest.raises(ValueError, match="seen must have the shape"):
+        ranking_values(scores, popularity, keep, seen=seen[:3], seen_weight=1.0)
+
+
+#: Users 0-19 watch block A (items 0-5), users 20-39 block B (items 6-11), each all of their block
+#: but one; everyone watches item 12; item 13 is watched by users 0-3 only.
+BLOCKS = [[i for i in (range(6) if u < 20 else range(6, 12)) if i % 6 != u % 6] + [12] + ([13] if u < 4 else []) for u in range(40)]
+
+
+def test_seen_scores_are_the_questioners_for_the_models_training_data() -> None:
+    model = with_training(FixedFactors(np.zeros((14, 1))), BLOCKS)
+    questioner = Questioner.of_model(model)
+    expected = questioner.seen_log_probability([12], [6, 7])
+    np.testing.assert_allclose(seen_scores(model, {12: 4.0}, {6, 7}), expected)
+    assert expected[12] == 0.0  # rated: certainly seen
+    # after "not seen" for two B movies, the other B movies are less likely than any A movie
+    assert expected[8:12].max() < expected[0:6].min()
+    # a model without training interactions has no seen term; indices are checked
+    assert seen_scores(FixedFactors(np.zeros((3, 1))), {0: 4.0}, {1}).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"skipped must hold item indices in 0\.\.13, got 14"):
+        seen_scores(model, {12: 4.0}, {14})
+
+
+def test_recommend_profile_weighs_in_what_the_answers_say_was_seen() -> None:
+    # A flat model (every score equal) and equal popularity: the seen term alone orders the list.
+    model = with_training(FixedFactors(np.zeros((14, 1)), np.full(14, 3.0)), BLOCKS)
+    catalogue = catalogue_for(14)
+    ratings, not_seen = {12: 4.0}, {6, 7}
+    ranked = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, co_watch=0.0, novelty=0.0, not_seen=not_seen)]
+    # the skipped movies stay candidates: "haven't seen it" is what may be worth recommending
+    assert sorted(ranked) == [i for i in range(14) if i != 12]
+    likely = seen_scores(model, ratings, not_seen)
+    assert ranked == sorted(ranked, key=lambda item: (-likely[item], item))
+    assert set(ranked[:6]) == set(range(6))  # block A first: the answers point away from B
+    # without answers beyond the rating, both blocks are as likely; the weight 0 leaves the term out
+    plain = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, co_watch=0.0, novelty=0.0)]
+    assert set(plain[:6]) != set(range(6)) or set(plain[6:12]) != set(range(6, 12))
+    off = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, co_watch=0.0, novelty=0.0, seen=0.0, not_seen=not_seen)]
+    assert off == sorted(off)  # all scores equal: ties go to the lower index
+    default = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, not_seen=not_seen)]
+    assert default == [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, seen=DEFAULT_SEEN, not_seen=not_seen)]
+    assert SEEN_RANGE[0] < DEFAULT_SEEN <= SEEN_RANGE[1]
+    for bad in (-0.5, 4.5, "often", True):
+        with pytest.raises(ValueError, match="seen"):
+            recommend_profile(model, catalogue, ratings, seen=bad)

@@ -66,6 +66,13 @@ class Profile:
     def __len__(self) -> int:
         return len(self.ratings)
 
+    @property
+    def not_seen(self) -> set[int]:
+        """The movies the person has not seen, as far as we know: the ones marked "haven't seen"
+        and the ones offered in earlier batches and left unrated (what `recommend_profile` takes
+        as `not_seen`, and the onboarding questions as skipped)."""
+        return (self.skipped | self.shown) - set(self.ratings)
+
     def rate(self, item_idx: int, rating: float) -> None:
         """Record (or change) a rating; a rated item is no longer skipped."""
         item_idx = int(item_idx)
