@@ -417,7 +417,7 @@ def block_interactions() -> tuple[np.ndarray, np.ndarray]:
 
 
 BLOCK_A, BLOCK_B = set(range(6)), set(range(6, 12))
-ASK_ANY = QuestionConfig(lift=0.5, design=0.0, min_popularity=1)
+ASK_ANY = QuestionConfig(lift=0.5, design=0.0, reach=0.0, min_popularity=1)
 
 
 def brute_force_seen(
@@ -496,7 +496,7 @@ def test_next_questions_follow_the_block_the_answers_point_to() -> None:
     # "haven't seen" two movies of A: the next ones come from B
     assert set(questioner.next_questions((), {0, 1}, 4, config=ASK_ANY).tolist()) <= BLOCK_B
     # lift 0 asks what the person has most surely seen: the movies everybody watched
-    assert questioner.next_questions({0}, (), 2, config=QuestionConfig(lift=0.0, min_popularity=1)).tolist() == [12, 13]
+    assert questioner.next_questions({0}, (), 2, config=QuestionConfig(lift=0.0, reach=0.0, min_popularity=1)).tolist() == [12, 13]
 
 
 def test_next_questions_never_repeat_and_run_out_cleanly() -> None:
@@ -522,7 +522,7 @@ def test_design_term_matches_a_brute_force_greedy_batch() -> None:
     indptr, items = block_interactions()
     factors = np.random.default_rng(4).normal(size=(14, 3))
     questioner = Questioner.from_interactions(indptr, items, 14, factors=factors)
-    config = QuestionConfig(lift=0.75, design=2.0, min_popularity=1)
+    config = QuestionConfig(lift=0.75, design=2.0, reach=0.0, min_popularity=1)
     rated, skipped = [2, 8], [9]
     seen = questioner.seen_probability(rated, skipped)
     value = np.log(seen) - 0.75 * np.log(questioner.prior)
@@ -538,12 +538,65 @@ def test_design_term_matches_a_brute_force_greedy_batch() -> None:
         precision = precision + seen[chosen] * np.outer(factors[chosen], factors[chosen])
     assert questioner.next_questions(rated, skipped, 5, config=config).tolist() == expected
     # without the design term the batch is the top of `value` alone
-    plain = questioner.next_questions(rated, skipped, 5, config=QuestionConfig(lift=0.75, design=0.0, min_popularity=1))
+    plain = questioner.next_questions(rated, skipped, 5, config=QuestionConfig(lift=0.75, design=0.0, reach=0.0, min_popularity=1))
     assert plain.tolist() == [i for i in np.argsort(-value, kind="stable").tolist() if i not in rated + skipped][:5]
 
 
+def brute_force_reach(covariance: np.ndarray, answered: list[int], candidates: list[int]) -> np.ndarray:
+    """log(variance an answer removes / its mean) over `candidates`, conditioning from scratch."""
+    ridge = 0.1 * np.mean(np.diag(covariance))
+    posterior = covariance.copy()
+    if answered:
+        block = covariance[np.ix_(answered, answered)] + ridge * np.eye(len(answered))
+        posterior = covariance - covariance[:, answered] @ np.linalg.inv(block) @ covariance[answered, :]
+    posterior = posterior[np.ix_(candidates, candidates)]
+    removed = np.maximum((posterior**2).sum(axis=0) / (np.diag(posterior) + ridge), 1e-12)  # 0 for a movie all saw
+    return np.log(removed / removed.mean())
+
+
+def test_reach_is_the_variance_an_answer_removes() -> None:
+    from recengine.onboarding import _Reach
+
+    indptr, items = block_interactions()
+    questioner = Questioner.from_interactions(indptr, items, 14)
+    at = questioner.position[np.arange(14)]  # item -> row of the covariance (the pool is every item)
+    dense = questioner.covariance.astype(np.float64)[np.ix_(at, at)]
+    answered, candidates = [2, 8], [0, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13]
+    reach = _Reach(questioner, np.array(answered), np.array(candidates))
+    np.testing.assert_allclose(reach.log_gain(), brute_force_reach(dense, answered, candidates), atol=1e-4)  # S is float32
+    # picking a movie for the batch conditions on it as if answered
+    reach.answer(candidates.index(6))
+    np.testing.assert_allclose(reach.log_gain(), brute_force_reach(dense, answered + [6], candidates), atol=1e-4)
+    # the everyone-watched movies 12, 13 tell nothing (no variance); a block movie tells about its block
+    fresh = _Reach(questioner, np.zeros(0, dtype=np.int64), np.arange(14)).log_gain()
+    assert fresh[12] < -5 and fresh[13] < -5 and fresh[:12].min() > 0
+
+
+def test_next_questions_with_reach_match_a_brute_force_greedy_batch() -> None:
+    from recengine.data.synthetic import generate_synthetic
+
+    data = generate_synthetic(n_users=200, n_items=30, n_interactions=2500, n_factors=3, seed=8)
+    indptr, items, _ = data.user_item_csr()
+    questioner = Questioner.from_interactions(indptr, items, 30)
+    at = questioner.position[np.arange(30)]
+    dense = questioner.covariance.astype(np.float64)[np.ix_(at, at)]
+    config = QuestionConfig(lift=0.5, design=0.0, reach=1.5, min_popularity=1)
+    rated, skipped = [3, 17], [5]
+    value = np.log(questioner.seen_probability(rated, skipped)) - 0.5 * np.log(questioner.prior)
+    candidates = [i for i in range(30) if i not in rated + skipped]
+    expected: list[int] = []
+    for _ in range(5):
+        total = value[candidates] + 1.5 * brute_force_reach(dense, rated + skipped + expected, candidates)
+        order = [candidates[i] for i in np.argsort(-total, kind="stable")]
+        expected.append(next(item for item in order if item not in expected))
+    assert questioner.next_questions(rated, skipped, 5, config=config).tolist() == expected
+    # reach 0 is the value alone
+    plain = questioner.next_questions(rated, skipped, 5, config=QuestionConfig(lift=0.5, design=0.0, reach=0.0, min_popularity=1))
+    assert plain.tolist() == [i for i in np.argsort(-value, kind="stable").tolist() if i in candidates][:5]
+
+
 def test_question_config_validation() -> None:
-    for name in ("lift", "design", "evidence"):
+    for name in ("lift", "design", "evidence", "reach"):
         for bad in (-0.1, float("nan"), float("inf"), True, "1"):
             with pytest.raises(ValueError, match=name):
                 QuestionConfig(**{name: bad})
