@@ -85,8 +85,9 @@ GENRE_MATCHES = ("any", "all")
 #: Share of a list's top k that may coincide with the popularity top k, or with the list for
 #: someone with no ratings, before `profile_is_thin` flags it as generic. (ml-100k, matrix
 #: factorisation, held-out users of `benchmarks/onboarding.py`, the page's default ranking:
-#: after 10 onboarding answers both overlaps of the top 10 have median 0.4 and 90th percentile
-#: 0.6-0.67, and 9-11% of the users are flagged; after 5 answers 0.4-0.5 and 0.77.)
+#: after 10 onboarding answers both overlaps of the top 10 have median 0.35-0.4 and 90th
+#: percentile 0.7, and 13-17% of the users exceed 0.6; after 5 answers 0.5 and 0.7-0.8, 22-27%;
+#: after 20 answers 0.3 and 0.5-0.6, 2-9%.)
 THIN_OVERLAP = 0.6
 #: Allowed values of `recommend_profile`'s signed popularity weight `novelty`.
 NOVELTY_RANGE = (-1.0, 1.0)
