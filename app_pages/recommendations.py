@@ -112,7 +112,8 @@ filters = RecommendationFilter(
 def show_thin_profile_flag(recommendations: list[Recommendation]) -> None:
     """The honest flag: say so when the list shown cannot be personal yet."""
     shown = [rec.item_idx for rec in recommendations]
-    anyone = [  # what the same settings show someone with no ratings
+    # what the same settings show someone with no ratings; a profile under GOOD_PROFILE_SIZE is thin whatever the lists
+    anyone = [] if len(profile.ratings) < GOOD_PROFILE_SIZE else [
         rec.item_idx
         for rec in recommend_profile(
             model, catalogue, {}, k=THIN_TOP + len(profile.ratings), filters=filters, novelty=novelty, diversity=diversity, explain=False
