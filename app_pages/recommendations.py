@@ -101,6 +101,13 @@ with st.container(border=True):
         help="Avoid near-duplicates: each pick is penalised for resembling the ones above it",
     )
     k = k_column.number_input("How many", min_value=5, max_value=100, value=20, step=5, key="rec-k")
+    passed_over = len(profile.not_seen)
+    hide_passed = st.toggle(
+        "Hide movies you passed over", value=True, key="rec-hide-passed",
+        help=f"{passed_over} so far: the movies you marked “Not seen” on Rate movies, or left unrated when they were "
+        "offered. You either saw them or know of them and have not watched them; either way they make weak "
+        "recommendations. Off, they are listed, ranked by your other answers",
+    )
 filters = RecommendationFilter(
     genres=tuple(genres),
     year_range=None if tuple(year_range) == (first_year, last_year) else tuple(year_range),
@@ -141,7 +148,8 @@ def show_thin_profile_flag(recommendations: list[Recommendation]) -> None:
 def show_for_you() -> None:
     """The top movies for the profile from the sidebar's model, with the ratings behind each."""
     recommendations = recommend_profile(
-        model, catalogue, profile.ratings, k=int(k), filters=filters, novelty=novelty, diversity=diversity, not_seen=profile.not_seen
+        model, catalogue, profile.ratings, k=int(k), filters=filters, novelty=novelty, diversity=diversity,
+        not_seen=profile.not_seen, hide_not_seen=hide_passed,
     )
     show_thin_profile_flag(recommendations)
     if not recommendations:
@@ -165,7 +173,8 @@ def show_for_you() -> None:
     scale = "Predicted ratings are on the dataset's scale." if model.explicit else "Scores rank movies; they are not ratings."
     order = (
         " The order weighs the model's score together with what people who gave your answers went on to watch: "
-        "the movies you rated, and those you said you haven't seen (which stay on the list)."
+        "the movies you rated, and those you passed over"
+        + (f" (the {passed_over} you passed over are hidden)." if hide_passed and passed_over else ".")
     )
     st.caption(how + scale + order)
 
@@ -254,7 +263,7 @@ def show_comparison() -> None:
     other_choice = st.selectbox("Compare with", options, format_func=runs.describe_choice, key="rec-compare-model")
     other = cached.model(other_choice)
     list_a, list_b, overlap_items, jaccard = compare_models(
-        model, other, catalogue, profile.ratings, k=10, filters=filters, not_seen=profile.not_seen
+        model, other, catalogue, profile.ratings, k=10, filters=filters, not_seen=profile.not_seen, hide_not_seen=hide_passed
     )
     shared = set(overlap_items)
     st.metric(

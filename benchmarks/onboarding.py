@@ -18,8 +18,9 @@ and the model folds them in; the figures are over the user's *remaining* ratings
   answers so far (the first batch: the head of `onboarding_order`); the first k movies rated
   along this walk are revealed (`adaptive_walk`; a user who has seen fewer than k of the asked
   movies reveals fewer), and the movies passed over on the way are the profile's not-seen ones
-  (`skipped_along`), as on the page. `--questions fixed` walks the fixed `onboarding_order`
-  instead, the page's strategy before the adaptive questions;
+  (`skipped_along`), as on the page: the seen term hears them and, as on the page by default
+  (`hide_not_seen`), they are not recommended. `--questions fixed` walks the fixed
+  `onboarding_order` instead, the page's strategy before the adaptive questions;
 * popularity: the same NDCG@10 for ranking by training popularity (same revealed movies
   excluded), what a newcomer gets with no personalisation;
 * random: NDCG@10 of the same ranking when the k revealed movies are a random choice among
@@ -28,19 +29,22 @@ and the model folds them in; the figures are over the user's *remaining* ratings
   blend only orders the list and never changes a prediction) on the remaining ratings after
   the onboarding reveal (explicit models only; "n/a" for implicit ones such as als).
 
-Why "above random" is out of reach as stated, and close on the same targets. A random reveal
-is a sample of the user's *own* history, which the page cannot ask for: it does not know the
-newcomer's movies, so it asks and the person skips the unseen ones. That costs onboarding
-twice. (1) The two reveals leave different movies to find: onboarding takes a user's
-well-known movies out of the targets, a random reveal leaves them in, and they are the easiest
-to rank: popularity alone scores 0.48 on the random reveal's targets against 0.36 on the
-adaptive reveal's (0.22 on the fixed order's) at k=10 (held-out users, printed below). (2) Even
-on the same targets, a random tenth of someone's history includes the less-known movies they
-saw, which say far more about them (to co-watch above all) than whether they saw Star Wars.
-What onboarding has instead is the skips: "haven't seen" answers, which the seen term of the
-ranking (`seen_scores`) conditions on. The adaptive questions ask what this person has likely
-seen *and* few others have (`QuestionConfig.lift`), spread over the latent space (`design`).
-How the figures at k=10 on the held-out users (seed 42) came about, one change at a time:
+Onboarding against a random reveal. A random reveal is a sample of the user's *own* history,
+which the page cannot ask for: it does not know the newcomer's movies, so it asks and the
+person skips the unseen ones. That costs onboarding twice. (1) The two reveals leave different
+movies to find: onboarding takes a user's well-known movies out of the targets, a random reveal
+leaves them in, and they are the easiest to rank: popularity alone scores 0.48 on the random
+reveal's targets against 0.37 on the adaptive reveal's (0.22 on the fixed order's) at k=10
+(held-out users, printed below). (2) Even on the same targets, a random tenth of someone's
+history includes the less-known movies they saw, which say far more about them (to co-watch
+above all) than whether they saw Star Wars. What onboarding has instead is the movies passed
+over: the seen term of the ranking (`seen_scores`) conditions on them, and the page does not
+recommend them (`recommend_profile(hide_not_seen=True)`, a switch on the page): each was put in
+front of the person and not taken, so either they saw it and recommending it is useless, or
+they know of it and have not watched it. The adaptive questions ask what this person has likely
+seen *and* few others have (`QuestionConfig.lift`), spread over the latent space (`design`),
+each answer telling much about the others (`reach`). How the figures at k=10 on the held-out
+users (seed 42) came about, one change at a time:
 
     questions, ranking                                  ndcg@10  popularity  ratio  same targets (random)
     fixed order, co-watch (lambda 400)                  0.3357   0.2203      1.52x  0.3105 (0.4975)
@@ -50,16 +54,18 @@ How the figures at k=10 on the held-out users (seed 42) came about, one change a
       + seen term (co_watch 0.5, seen 3, novelty +0.25) 0.5455   0.3562      1.53x  0.4936 (0.5357)
     adaptive lift 0.4 design 4 (re-tuned), the same     0.5678   0.3630      1.56x  0.5171 (0.5452)
     adaptive lift 0.75 design 4 reach 2 (re-tuned)      0.5869   0.3695      1.59x  0.5356 (0.5374)
-    fixed order, today's ranking                        0.4423   0.2203      2.01x  0.4045 (0.4694)
+      + passed-over movies hidden (the page's default)  0.6502   0.3695      1.76x  0.6006 (0.5374)
+    fixed order, today's ranking                        0.5859   0.2203      2.66x  0.5359 (0.4694)
 
-Every setting was chosen on validation users (below), never on these. The adaptive questions
-leave easier targets than the fixed order, which lifts popularity's figure too; the seen term
-is what carries the ratio past 1.5x, and the reach of the questions (`QuestionConfig.reach`)
-brings the same-targets figure level with random's. Other draws of held-out users agree:
-`--seed 1` 0.6022, 1.68x (same targets 0.5512, random 0.5694); `--seed 7` 0.6470, 1.54x, and
-there onboarding beats random on the same targets (0.6102 against 0.5937). Before the seen
-term those draws gave 1.47x and 1.38x. The less-known movies asked now cost the fold-in RMSE a
-little: 0.9839 at k=10, against 0.9552 for lift 0.4, design 4 and 0.9704 for lift 0.6, design 2.
+against random's 0.6374 as stated: the target at k=10 (1.5x popularity and above random) is met
+on these users. Every setting was chosen on validation users (below), never on these. Other
+draws of held-out users: `--seed 7` 0.6929, 1.65x popularity, above random's 0.6676 (same
+targets 0.6535 against 0.5937); `--seed 1` 0.6640, 1.85x, but 1.2% under random's 0.6724 as
+stated (same targets 0.6035 against 0.5694). On the same targets onboarding leads random by
+6-12% on all three. As stated, k=5 and k=20 stay under random (0.6487 against 0.6571, 0.5690
+against 0.5987 at seed 42): at k=20 the walk has taken 20 of a user's best-known movies out of
+the targets. The less-known movies the adaptive questions ask cost the fold-in RMSE a little:
+0.9839 at k=10, against 0.9552 for lift 0.4, design 4 and 0.9677 for the fixed order.
 
 Each k also gets a clearly labelled second line,
 
@@ -70,8 +76,8 @@ neither reveal used, both reveals excluded from the candidates), with the popula
 each reveal's own targets beside them to show how much easier the random one's are. The last
 lines read `k=K ndcg@10=X popularity=Y random=Z rmse=R`, the issue's format and protocol
 unchanged. Target: at k=10, ndcg@10 at least 1.5x popularity's and above random's; what is met
-is printed; the exit status is 0 when the ratio is met and onboarding beats random either as
-stated or on the same targets, else 1.
+is printed (the same-targets comparison too), and the exit status is 0 when both are met as
+stated, else 1.
 
 `--tune-questions` is how `DEFAULT_QUESTIONS` was chosen, on the same validation users as
 `--tune`: for the fixed order and a grid of `QuestionConfig` (lift, design, evidence) it prints
@@ -89,21 +95,28 @@ design 8, evidence 0.5) but show 45 to 94 movies per 10 answers. Then the reach 
 grid below (evidence 1: 0.5 always showed more movies): lift 0.75, design 4, reach 2, mean
 0.6187 (k=10 0.6564, 1.86x popularity, 42.4 shown; same targets 0.6152 against random's
 0.5943), against 0.5909 without reach; reach also means fewer skips (lift 0.4, design 4: 42.2
-shown at reach 0, 37.2 at reach 2).
+shown at reach 0, 37.2 at reach 2). With the passed-over movies hidden the whole grid moves up
+and closes ranks: lift 0.4, design 6, reach 3 came first (mean 0.6848, 43.3 shown), 0.002 above
+the defaults (0.6827, k=10 0.7094, 2.01x popularity, 42.4 shown; the fixed order 0.6425), which
+is within `MARGIN` of noise, so the defaults stay: a best replaces them only by beating them by
+more than `MARGIN`.
 
 `--tune` is how `DEFAULT_CO_WATCH`, `CO_WATCH_REGULARIZATION`, `DEFAULT_SEEN`, its ridge
-`RANKING_RIDGE` and `DEFAULT_NOVELTY` were chosen: it carves validation users (10%, seed 1) out
-of the training users, fits the model on the rest, walks the chosen questions and prints, for
-a grid of the five, the mean NDCG@10 over k = 0, 5, 10, 20 of the onboarding reveal and of the
-random reveal; the best mean of the two wins. Both reveals, because a profile on the page comes
-from onboarding answers and from movies rated through search, and the onboarding reveal alone
-rewards pushing popular movies down (a user who skipped them in the walk had not seen them;
-for the same reason the seen term leaves each skipped movie's own answer out of its estimate).
-k = 0 included, because a list is shown before many answers too: without it, and before the
-seen term, positive novelty won and a blank profile was shown obscure movies (k=0 NDCG 0.19
-against 0.55). Figures: `recengine.recommend.DEFAULT_CO_WATCH` and `DEFAULT_SEEN` (0.6075
-with the seen term against 0.5846 without; 0.6115 after the questions were re-tuned, the
-weights unchanged). The held-out test users play no part in it.
+`RANKING_RIDGE`, `DEFAULT_NOVELTY` and hiding the passed-over movies were chosen: it carves
+validation users (10%, seed 1) out of the training users, fits the model on the rest, walks
+the chosen questions and prints, for a grid of the six (`tune_grid`), the mean NDCG@10 over
+k = 0, 5, 10, 20 of the onboarding reveal and of the random reveal; the best mean of the two
+wins (by more than `MARGIN`, or the defaults stay). Both reveals, because a profile on the page
+comes from onboarding answers and from movies rated through search, and the onboarding reveal
+alone rewards pushing *every* popular movie down (the walk's skips are mostly popular movies);
+hiding only the movies a person actually passed over is what the page does, in the open and
+with a switch. k = 0 included, because a list is shown before many answers too: without it,
+and before the seen term, positive novelty won and a blank profile was shown obscure movies
+(k=0 NDCG 0.19 against 0.55). Figures: `recengine.recommend.DEFAULT_CO_WATCH` and
+`DEFAULT_SEEN` (0.6075 with the seen term against 0.5846 without; 0.6115 and 0.6219 after the
+questions were re-tuned, the weights unchanged). Hiding the passed-over movies, on the grid
+since: the defaults are the best, 0.6459 (onboarding 0.6524, random 0.6394; k=10 0.7094),
+against 0.6219 for the same weights with them listed. The held-out test users play no part in it.
 
     RECENGINE_DATA_DIR=/path/to/datasets python benchmarks/onboarding.py [--model mf|als] [--questions adaptive|fixed]
         [--tune | --tune-questions] [--device cpu]
@@ -117,7 +130,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -280,14 +293,15 @@ def product_scores(
     co_watch: float = DEFAULT_CO_WATCH,
     not_seen: Mapping[int, Sequence[int]] | None = None,
     seen: float = DEFAULT_SEEN,
+    hide_not_seen: bool = True,
 ) -> Callable[[np.ndarray], torch.Tensor]:
     """A `ranking_metrics` score function ranking exactly as `recommend_profile` does: each
     user's `ranking_values` after folding in `known[user]`, with the co-watch scores of the
     user's revealed items (`co_watch_scores`, the page's own call) weighted `co_watch` and the
     seen scores of those and of the user's `not_seen[user]` items (`seen_scores`, likewise)
-    weighted `seen`, candidates `keep` (n_items,) bool without the user's revealed items; items
-    outside them get -inf (bottom of the ranking). The reference the faster `Newcomers` is
-    tested against."""
+    weighted `seen`, candidates `keep` (n_items,) bool without the user's revealed items (and
+    without their not-seen ones with `hide_not_seen`); items outside them get -inf (bottom of
+    the ranking). The reference the faster `Newcomers` is tested against."""
     not_seen = {} if not_seen is None else not_seen
 
     def score(users: np.ndarray) -> torch.Tensor:
@@ -297,6 +311,8 @@ def product_scores(
             scores = model.score_folded(model.fold_in(profile)).double().cpu().numpy()
             candidates = keep.copy()
             candidates[list(profile)] = False
+            if hide_not_seen:
+                candidates[list(not_seen.get(int(user), ()))] = False
             watched = co_watch_scores(model, profile) if co_watch > 0 and profile else None
             likely = seen_scores(model, profile, not_seen.get(int(user), ())) if seen > 0 else None
             rows.append(
@@ -371,20 +387,23 @@ class NewcomerResult:
 
 @dataclass(frozen=True)
 class Weights:
-    """The ranking's settings: `recommend_profile`'s co_watch, seen and novelty weights and the
-    seen model's ridge (`Questioner.seen_log_probability`); the defaults are the page's."""
+    """The ranking's settings: `recommend_profile`'s co_watch, seen and novelty weights, the
+    seen model's ridge (`Questioner.seen_log_probability`) and whether the movies passed over
+    are hidden (`hide_not_seen`); the defaults are the page's."""
 
     co_watch: float = DEFAULT_CO_WATCH
     seen: float = DEFAULT_SEEN
     novelty: float = DEFAULT_NOVELTY
     ridge: float = RANKING_RIDGE
+    hide_not_seen: bool = True
 
     def __str__(self) -> str:
-        return f"co_watch={self.co_watch:.2f} seen={self.seen:.2f} ridge={self.ridge:g} novelty={self.novelty:+.2f}"
+        hidden = "hidden" if self.hide_not_seen else "shown"
+        return f"co_watch={self.co_watch:.2f} seen={self.seen:.2f} ridge={self.ridge:g} novelty={self.novelty:+.2f} passed-over={hidden}"
 
 
 #: The page's ranking before the seen term (the best without it on validation users), printed for comparison.
-BEFORE_SEEN = Weights(co_watch=1.0, seen=0.0, novelty=-0.5)
+BEFORE_SEEN = Weights(co_watch=1.0, seen=0.0, novelty=-0.5, hide_not_seen=False)
 
 
 @dataclass(frozen=True)
@@ -487,6 +506,8 @@ class Newcomers:
     def ranking(self, reveal: _RevealedProfiles, co_watch: CoWatch | None, weights: Weights = Weights()) -> Callable[[np.ndarray], torch.Tensor]:
         """The page's ranking of every user of one reveal as a `ranking_metrics` score function."""
         candidates = self.keep[None, :] & ~reveal.rated
+        if weights.hide_not_seen:
+            candidates &= ~reveal.not_seen
         watched = co_watch.scores(reveal.rated) if co_watch is not None and weights.co_watch > 0 else None
         likely = self.seen(reveal, weights.ridge) if weights.seen > 0 else None
         values = ranking_values(
@@ -563,45 +584,72 @@ def time_recommend(model: Recommender, catalogue, profile: Mapping[int, float], 
     return float(np.median(times) * 1000)
 
 
+#: A tuning grid's best replaces the defaults only when it beats them by more than this (mean
+#: NDCG@10): the paired standard error of such differences over the 85 validation users is
+#: about 0.003 for ranking weights and 0.006 for question settings (measured per user, the
+#: defaults against the grid's best), so smaller gains are noise, and chasing them churns defaults.
+MARGIN = 0.01
+
+
+def verdict(best: float, default: float) -> str:
+    """What a tuning run concludes: keep the defaults unless `best` beats them by over `MARGIN`
+    (`default` NaN: the defaults are not on the grid)."""
+    if np.isnan(default):
+        return "the defaults are not on this grid"
+    if best - default > MARGIN:
+        return f"the best beats them by {best - default:.4f} (> {MARGIN}): change the defaults"
+    return f"within {MARGIN} of the best: keep them"
+
+
 #: The grid of `--tune` (the co-watch lambda, `CO_WATCH_REGULARIZATION`, is one of these).
 TUNE_REGULARIZATION = (400.0, 800.0)
 TUNE_CO_WATCH = (0.5, 1.0)
 TUNE_SEEN = (0.0, 1.0, 2.0, 3.0)
 TUNE_RIDGE = (1.0, 3.0, 10.0)
 TUNE_NOVELTY = (-0.5, -0.25, 0.0, 0.25, 0.5)
+TUNE_HIDE = (False, True)
 TUNE_KS = (0, 5, 10, 20)
+
+
+def tune_grid() -> Iterator[tuple[float, Weights]]:
+    """(co-watch lambda, weights) for every setting `--tune` tries, grouped by lambda; the ridge
+    varies only with the seen term on (it plays no part without it)."""
+    for regularization, weight, seen, novelty, hide in itertools.product(
+        TUNE_REGULARIZATION, TUNE_CO_WATCH, TUNE_SEEN, TUNE_NOVELTY, TUNE_HIDE
+    ):
+        for ridge in TUNE_RIDGE if seen > 0 else (RANKING_RIDGE,):
+            yield regularization, Weights(co_watch=weight, seen=seen, novelty=novelty, ridge=ridge, hide_not_seen=hide)
 
 
 def tune_ranking(model: Recommender, train: Dataset, valid: Dataset, order: np.ndarray | Mapping[int, np.ndarray], seed: int = 42) -> int:
     """Print mean NDCG@10 over k = 0, 5, 10, 20 on validation users, for the onboarding reveal, the
-    random reveal and their mean, for every setting of the grid (co-watch lambda and weight, seen
-    weight and ridge, novelty), then the best by the mean of the two reveals (the rule behind the
-    defaults)."""
+    random reveal and their mean, for every setting of `tune_grid` (co-watch lambda and weight,
+    seen weight and ridge, novelty, hiding the movies passed over), then the best by the mean of
+    the two reveals (the rule behind the defaults)."""
     newcomers = Newcomers(model, train, valid, order, ks=TUNE_KS, seed=seed)
     indptr, items, _ = train.user_item_csr()
+    co_watch_of: dict[float, CoWatch] = {}
     rows = []
-    for regularization in TUNE_REGULARIZATION:
-        co_watch = CoWatch.from_interactions(indptr, items, train.n_items, regularization)
-        for weight in TUNE_CO_WATCH:
-            for seen in TUNE_SEEN:
-                for ridge in TUNE_RIDGE if seen > 0 else (RANKING_RIDGE,):  # the ridge plays no part without the seen term
-                    for novelty in TUNE_NOVELTY:
-                        weights = Weights(co_watch=weight, seen=seen, novelty=novelty, ridge=ridge)
-                        results = newcomers.results(co_watch, weights, common=False)
-                        onboarding = float(np.mean([r.ndcg for r in results]))
-                        random = float(np.mean([r.random for r in results]))
-                        rows.append(((onboarding + random) / 2, regularization, weights, onboarding, random))
-                        at_10 = next(r for r in results if r.k == TARGET_K)
-                        print(
-                            f"lambda={regularization:g} {weights}: onboarding={onboarding:.4f} random={random:.4f} "
-                            f"mean={rows[-1][0]:.4f} (k=10: {at_10.ndcg:.4f}, {at_10.ndcg / at_10.popularity:.2f}x popularity) "
-                            + " ".join(f"k{r.k}:{r.ndcg:.4f}/{r.random:.4f}" for r in results),
-                            flush=True,
-                        )
+    for regularization, weights in tune_grid():
+        if regularization not in co_watch_of:
+            co_watch_of[regularization] = CoWatch.from_interactions(indptr, items, train.n_items, regularization)
+        results = newcomers.results(co_watch_of[regularization], weights, common=False)
+        onboarding = float(np.mean([r.ndcg for r in results]))
+        random = float(np.mean([r.random for r in results]))
+        rows.append(((onboarding + random) / 2, regularization, weights, onboarding, random))
+        at_10 = next(r for r in results if r.k == TARGET_K)
+        print(
+            f"lambda={regularization:g} {weights}: onboarding={onboarding:.4f} random={random:.4f} "
+            f"mean={rows[-1][0]:.4f} (k=10: {at_10.ndcg:.4f}, {at_10.ndcg / at_10.popularity:.2f}x popularity) "
+            + " ".join(f"k{r.k}:{r.ndcg:.4f}/{r.random:.4f}" for r in results),
+            flush=True,
+        )
     best = max(rows, key=lambda row: row[0])
+    default = next((row[0] for row in rows if row[1] == CO_WATCH_REGULARIZATION and row[2] == Weights()), float("nan"))
     print(
         f"best on validation users: lambda={best[1]:g} {best[2]} (mean ndcg@10 {best[0]:.4f}: onboarding {best[3]:.4f}, "
-        f"random {best[4]:.4f}); defaults are lambda={CO_WATCH_REGULARIZATION:g} {Weights()}"
+        f"random {best[4]:.4f}); defaults lambda={CO_WATCH_REGULARIZATION:g} {Weights()}: {default:.4f}, "
+        + verdict(best[0], default)
     )
     return 0
 
@@ -646,7 +694,11 @@ def tune_questions(model: Recommender, train: Dataset, valid: Dataset, order: np
         )
         rows.append((ratio >= TARGET_RATIO and shown <= fixed_shown, mean, at_10, config))
     best = max(rows, key=lambda row: (row[0], row[1]))
-    print(f"best adaptive on validation users: {best[3]} (mean ndcg@10 over k=5,10,20 {best[1]:.4f}, k=10 {best[2]:.4f}); default {DEFAULT_QUESTIONS}")
+    default = next((row[1] for row in rows if row[3] == DEFAULT_QUESTIONS), float("nan"))
+    print(
+        f"best adaptive on validation users: {best[3]} (mean ndcg@10 over k=5,10,20 {best[1]:.4f}, k=10 {best[2]:.4f}); "
+        f"default {DEFAULT_QUESTIONS}: {default:.4f}, " + verdict(best[1], default)
+    )
     return 0
 
 
@@ -712,7 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"co-watch weights: {co_watch!r}, built in {time.perf_counter() - started:.1f} s")
     print(
         f"ranking as the Recommendations page and the onboarding preview do by default: {Weights()} (DEFAULT_CO_WATCH with "
-        f"lambda={CO_WATCH_REGULARIZATION:g}, DEFAULT_SEEN with RANKING_RIDGE, DEFAULT_NOVELTY), the skipped movies as not seen, "
+        f"lambda={CO_WATCH_REGULARIZATION:g}, DEFAULT_SEEN with RANKING_RIDGE, DEFAULT_NOVELTY), the movies passed over as not seen and hidden, "
         f"at least {DEFAULT_MIN_RATINGS} ratings (DEFAULT_MIN_RATINGS, counted in training), diversity=0; model defaults as printed above"
     )
     started = time.perf_counter()
@@ -720,11 +772,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = newcomers.results(co_watch)
     before = {r.k: r.ndcg for r in newcomers.results(co_watch, BEFORE_SEEN, common=False)}
     plain = {r.k: r.ndcg for r in newcomers.results(None, replace(BEFORE_SEEN, co_watch=0.0), common=False)}
+    shown = {r.k: r for r in newcomers.results(co_watch, replace(Weights(), hide_not_seen=False))}
     print(f"evaluated {len(KS)} values of k in {time.perf_counter() - started:.1f} s")
     for result in results:
         print(
-            f"  k={result.k}: {result.revealed:.1f} movies rated per user out of {result.shown:.1f} shown; ndcg@10 ranked "
-            f"without the seen term ({BEFORE_SEEN}) {before[result.k]:.4f}, without co-watch either {plain[result.k]:.4f}"
+            f"  k={result.k}: {result.revealed:.1f} movies rated per user out of {result.shown:.1f} shown; ndcg@10 with the "
+            f"passed-over movies left in {shown[result.k].ndcg:.4f} (same targets {shown[result.k].ndcg_common:.4f}); "
+            f"ranked without the seen term ({BEFORE_SEEN}) {before[result.k]:.4f}, without co-watch either {plain[result.k]:.4f}"
         )
 
     indptr, items, ratings = heldout.user_item_csr()
@@ -753,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(result.same_targets_line())
     for result in results:
         print(result.line())
-    return 0 if ratio_met and (above_as_stated or above_same_targets) else 1
+    return 0 if ratio_met and above_as_stated else 1
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ __all__ = [
     "Questioner",
     "GOOD_PROFILE_SIZE",
     "RATING_CHOICES",
+    "item_indices",
     "next_batch",
     "next_questions",
     "onboarding_order",
@@ -350,8 +351,8 @@ class Questioner:
         """Chance that the person has seen each item given their answers: (n_items,) float64 in
         [SEEN_FLOOR, 1] (see the class docstring; `ridge` in units of the pool's mean variance);
         rated items get 1, skipped ones SEEN_FLOOR."""
-        rated_items = _as_items(rated, self.n_items, "rated")
-        skipped_items = _as_items(skipped, self.n_items, "skipped")
+        rated_items = item_indices(rated, self.n_items, "rated")
+        skipped_items = item_indices(skipped, self.n_items, "skipped")
         seen, _ = self._condition(rated_items, skipped_items, evidence, ridge)
         seen = np.clip(seen, SEEN_FLOOR, 1.0)
         seen[skipped_items] = SEEN_FLOOR
@@ -367,8 +368,8 @@ class Questioner:
         usually watched with it, and a skipped movie outside the pool keeps its prior. Rated
         movies get 0 (they are never recommended).
         """
-        rated_items = _as_items(rated, self.n_items, "rated")
-        skipped_items = np.setdiff1d(_as_items(skipped, self.n_items, "skipped"), rated_items)
+        rated_items = item_indices(rated, self.n_items, "rated")
+        skipped_items = np.setdiff1d(item_indices(skipped, self.n_items, "skipped"), rated_items)
         seen, left_out = self._condition(rated_items, skipped_items, 1.0, ridge)
         seen[skipped_items] = self.prior[skipped_items]
         seen[left_out[0]] = left_out[1]
@@ -412,12 +413,12 @@ class Questioner:
         excluded one (fewer when the candidates run out). Deterministic; ties go to the lower index."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        rated_items = _as_items(rated, self.n_items, "rated")
-        skipped_items = _as_items(skipped, self.n_items, "skipped")
+        rated_items = item_indices(rated, self.n_items, "rated")
+        skipped_items = item_indices(skipped, self.n_items, "skipped")
         candidates = self.counts >= config.min_popularity
         candidates[rated_items] = False
         candidates[skipped_items] = False
-        candidates[_as_items(exclude, self.n_items, "exclude")] = False
+        candidates[item_indices(exclude, self.n_items, "exclude")] = False
         pool = np.flatnonzero(candidates)
         if pool.size == 0:
             return np.zeros(0, dtype=np.int64)
@@ -514,8 +515,9 @@ class _Reach:
 _QUESTIONERS: PerModelCache[Questioner] = PerModelCache()
 
 
-def _as_items(items: Collection[int], n_items: int, name: str) -> np.ndarray:
-    """`items` as a sorted int64 array of distinct indices, ValueError when one is outside 0..n_items-1."""
+def item_indices(items: Collection[int], n_items: int, name: str) -> np.ndarray:
+    """`items` as a sorted int64 array of distinct indices, ValueError naming `name` when one is
+    outside 0..n_items-1."""
     array = np.unique(np.fromiter((int(item) for item in items), dtype=np.int64))
     if array.size and (array[0] < 0 or array[-1] >= n_items):
         raise ValueError(f"{name} must hold item indices in 0..{n_items - 1}, got {array[0] if array[0] < 0 else array[-1]}")

@@ -27,9 +27,19 @@ The order of the list is not the model's score alone. `recommend_profile` sorts 
   movie given *all* their onboarding answers, "haven't seen" ones included
   (`recengine.onboarding.Questioner`). Where co-watch only hears what was rated, this also
   hears what was skipped: someone who has not seen any of the horror films asked about is
-  unlikely to watch the next one. A skipped movie itself is not pushed down (its own answer is
-  left out of its estimate): that is a movie the person may well want recommended;
+  unlikely to watch the next one. A skipped movie's own answer is left out of its estimate
+  (see below for what happens to the movie itself);
 * log popularity rank (weight `novelty`): the prior of being watched at all.
+
+Movies the person passed over (`not_seen`: marked "haven't seen", or offered by the onboarding
+page and left unrated) are hidden from the list by default, like the rated ones
+(`hide_not_seen`). A passed-over movie was put in front of the person and not taken: either
+they have seen it and did not rate it, and recommending it is useless, or they know of it and
+have not watched it, which makes them unlikely to watch it next (the usual reading of an
+impression without engagement). On validation users hiding them lifts NDCG@10 after ten
+onboarding answers from 0.656 to 0.709 (`benchmarks/onboarding.py --tune`). The pages offer a
+switch to show them again; the seen score then ranks each by the *other* answers, so a skip
+never buries its own movie.
 
 The three signals besides the model's score are the same for every model family (they come
 from who rated what in the training data), so the model's score is what a model comparison
@@ -50,7 +60,7 @@ import torch
 from recengine.data.dataset import Dataset, rated_matrix
 from recengine.caching import PerModelCache
 from recengine.models.base import Recommender
-from recengine.onboarding import GOOD_PROFILE_SIZE, Questioner
+from recengine.onboarding import GOOD_PROFILE_SIZE, Questioner, item_indices
 
 __all__ = [
     "CO_WATCH_MAX_ITEMS",
@@ -84,10 +94,10 @@ __all__ = [
 GENRE_MATCHES = ("any", "all")
 #: Share of a list's top k that may coincide with the popularity top k, or with the list for
 #: someone with no ratings, before `profile_is_thin` flags it as generic. (ml-100k, matrix
-#: factorisation, held-out users of `benchmarks/onboarding.py`, the page's default ranking:
-#: after 10 onboarding answers both overlaps of the top 10 have median 0.35-0.4 and 90th
-#: percentile 0.7, and 13-17% of the users exceed 0.6; after 5 answers 0.5 and 0.7-0.8, 22-27%;
-#: after 20 answers 0.3 and 0.5-0.6, 2-9%.)
+#: factorisation, held-out users of `benchmarks/onboarding.py`, the page's default ranking,
+#: passed-over movies hidden: after 10 onboarding answers both overlaps of the top 10 have
+#: median 0.4 and 90th percentile 0.67-0.7, and 11-15% of the users exceed 0.6; after 5 answers
+#: 0.45-0.5 and 0.7-0.77, 17-28%; after 20 answers 0.2-0.3 and 0.5-0.6, 2-7%.)
 THIN_OVERLAP = 0.6
 #: Allowed values of `recommend_profile`'s signed popularity weight `novelty`.
 NOVELTY_RANGE = (-1.0, 1.0)
@@ -121,7 +131,9 @@ CO_WATCH_RANGE = (0.0, 4.0)
 #: ridge 3, novelty +0.25) against 0.5846 for the best without it (lambda 800, co_watch 1,
 #: novelty -0.5); at k=10 onboarding answers 0.620, 1.77x popularity's (0.564 without). The
 #: questions were re-tuned twice since (`DEFAULT_QUESTIONS`); `--tune` kept these weights both
-#: times (mean 0.6115, then 0.6219).
+#: times (mean 0.6115, then 0.6219). With hiding the passed-over movies on the grid
+#: (`recommend_profile(hide_not_seen=)`) they are still the best: 0.6459, against 0.6219 with
+#: those movies listed.
 DEFAULT_CO_WATCH = 0.5
 #: Allowed values of `recommend_profile`'s seen weight `seen` (0 = no seen term).
 SEEN_RANGE = (0.0, 4.0)
@@ -578,6 +590,7 @@ def recommend_profile(
     *,
     not_seen: Collection[int] = (),
     seen: float | None = None,
+    hide_not_seen: bool = True,
 ) -> list[Recommendation]:
     """The top `k` items for a person described by `ratings` {item_idx: rating}, best first.
 
@@ -589,8 +602,10 @@ def recommend_profile(
         family), i.e. how likely the person is to watch the movie, against the model's score,
         how much they would like it. 0 is the model alone; an empty profile has no co-watch
         signal. A model that carries no training interactions gets none either.
-    not_seen: item indices the person said (or showed, by leaving them unrated) they have not
-        seen; they stay candidates, and inform the seen score (`seen_scores`).
+    not_seen: item indices the person passed over: said they have not seen, or left unrated
+        when offered. They inform the seen score (`seen_scores`) and, with `hide_not_seen`
+        (default), are never recommended (see the module docstring); with it off they stay
+        candidates, ranked by the other answers.
     seen (0..4, None = `DEFAULT_SEEN`) weighs the log chance that the person has seen the movie
         given their ratings and `not_seen` (`seen_scores`; with neither, the share of people who
         saw it). 0 leaves it out; a model without training interactions gets none.
@@ -614,14 +629,17 @@ def recommend_profile(
     if not isinstance(filters, RecommendationFilter):
         raise TypeError(f"filters must be a RecommendationFilter, got {type(filters).__name__}")
     clean = model._validate_new_ratings(ratings)
+    passed = item_indices(not_seen, model.n_items, "not_seen")
     scores = _scores(model, clean)
     keep = filters.mask(catalogue) & np.isfinite(scores)
     keep[list(clean)] = False
+    if hide_not_seen:
+        keep[passed] = False
     candidates = np.flatnonzero(keep)
     if candidates.size == 0:
         return []
     watched = co_watch_scores(model, clean) if co_watch > 0 and clean else None
-    likely = seen_scores(model, clean, not_seen) if seen > 0 else None
+    likely = seen_scores(model, clean, passed) if seen > 0 else None
     ranking = ranking_values(
         scores, catalogue["popularity"].to_numpy(), keep, novelty,
         co_watch=watched, co_watch_weight=co_watch, seen=likely, seen_weight=seen,
@@ -707,15 +725,17 @@ def compare_models(
     filters: RecommendationFilter = RecommendationFilter(),
     explain: bool = True,
     not_seen: Collection[int] = (),
+    hide_not_seen: bool = True,
 ) -> tuple[list[Recommendation], list[Recommendation], list[int], float]:
-    """Both models' top-k for the same profile (`ratings` and `not_seen`, as `recommend_profile`
-    takes them), side by side.
+    """Both models' top-k for the same profile (`ratings`, `not_seen` and `hide_not_seen`, as
+    `recommend_profile` takes them), side by side.
 
     Returns (list_a, list_b, overlap_items, jaccard): overlap_items are the item indices in
     both lists, in list_a's order; jaccard = |A & B| / |A | B| (0.0 when both are empty).
     """
-    list_a = recommend_profile(model_a, catalogue, ratings, k, filters, explain=explain, not_seen=not_seen)
-    list_b = recommend_profile(model_b, catalogue, ratings, k, filters, explain=explain, not_seen=not_seen)
+    same = {"explain": explain, "not_seen": not_seen, "hide_not_seen": hide_not_seen}
+    list_a = recommend_profile(model_a, catalogue, ratings, k, filters, **same)
+    list_b = recommend_profile(model_b, catalogue, ratings, k, filters, **same)
     items_a = [rec.item_idx for rec in list_a]
     items_b = {rec.item_idx for rec in list_b}
     overlap = [item for item in items_a if item in items_b]

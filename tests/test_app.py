@@ -395,10 +395,17 @@ def test_recommendations_hear_what_you_have_not_seen(app, shared_store):
     page = dict(k=20, filters=RecommendationFilter(min_ratings=20), explain=False)
     expected = recommend_profile(model, synthetic_catalogue(), profile.ratings, not_seen=profile.not_seen, **page)
     assert at.dataframe[0].value["Title"].tolist() == [rec.title for rec in expected]
-    # the "not seen" answers move the list (the skipped movies themselves may stay on it)
+    # the "not seen" answers move the list, and the movies passed over are hidden until asked for
     unaware = recommend_profile(model, synthetic_catalogue(), profile.ratings, **page)
     assert [rec.title for rec in unaware] != [rec.title for rec in expected]
-    assert any("haven't seen" in caption.value for caption in at.caption)
+    passed_titles = set(synthetic_catalogue()["display_title"].iloc[items[3:]])
+    assert not passed_titles & set(at.dataframe[0].value["Title"])
+    assert any(f"the {len(items) - 3} you passed over are hidden" in caption.value for caption in at.caption)
+    at.toggle(key="rec-hide-passed").set_value(False).run()
+    listed = recommend_profile(model, synthetic_catalogue(), profile.ratings, not_seen=profile.not_seen, hide_not_seen=False, **page)
+    assert at.dataframe[0].value["Title"].tolist() == [rec.title for rec in listed]
+    assert passed_titles & set(at.dataframe[0].value["Title"])  # popular picks: some make the top 20 again
+    assert not any("are hidden" in caption.value for caption in at.caption)
 
 
 def test_recommendation_filters_are_applied(app):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -361,13 +363,19 @@ def test_newcomers_rank_as_the_page_does_with_co_watch(bench) -> None:
         row = newcomers.row_of[user]
         skipped = bench.skipped_along(order, heldout.items_of(user), 5)
         assert np.flatnonzero(newcomers.onboarding[5].not_seen[row]).tolist() == sorted(skipped.tolist())
-    for reveal in (newcomers.onboarding[5], newcomers.random[5]):
-        fast = newcomers.ranking(reveal, co_watch, weights)(users).numpy()
+    for reveal, hide in itertools.product((newcomers.onboarding[5], newcomers.random[5]), (True, False)):
+        fast = newcomers.ranking(reveal, co_watch, dataclasses.replace(weights, hide_not_seen=hide))(users).numpy()
         page = bench.product_scores(
-            model, reveal.known, counts, counts >= floor, -0.3, co_watch=0.8, not_seen=reveal.not_seen_of(newcomers.row_of), seen=1.5
+            model, reveal.known, counts, counts >= floor, -0.3, co_watch=0.8, not_seen=reveal.not_seen_of(newcomers.row_of), seen=1.5,
+            hide_not_seen=hide,
         )(users).numpy()
         assert np.array_equal(np.isinf(fast), np.isinf(page))
         np.testing.assert_allclose(fast[np.isfinite(fast)], page[np.isfinite(page)], atol=1e-5)
+        # hidden: every movie passed over is out of the ranking; shown: they are ranked like the rest
+        passed = reveal.not_seen[newcomers.row_of[users]]
+        assert np.isinf(fast[passed]).all() if hide else np.isfinite(fast[passed & (counts >= floor)]).all()
+        if not hide:
+            continue
         # co-watch and the seen term each change the ranking
         for other in (bench.Weights(co_watch=0.0, seen=1.5, novelty=-0.3), bench.Weights(co_watch=0.8, seen=0.0, novelty=-0.3)):
             plain = newcomers.ranking(reveal, co_watch, other)(users).numpy()
@@ -658,3 +666,18 @@ def newcomers_on(n_items: int) -> Dataset:
     """Two newcomers over `n_items` items: 0 rated items 1, 2, 3; 1 rated items 7, 8, 12; user 2 rated nothing."""
     users, items, ratings = np.array([0, 0, 0, 1, 1, 1]), np.array([1, 2, 3, 7, 8, 12]), np.array([4.0, 3.0, 5.0, 2.0, 4.0, 3.5])
     return Dataset.from_arrays("newcomers", users, items, ratings, user_map=IdMap(np.arange(3)), item_map=IdMap(np.arange(n_items)))
+
+
+def test_tuning_keeps_the_defaults_unless_clearly_beaten(bench) -> None:
+    assert "keep them" in bench.verdict(0.65, 0.65 - 0.5 * bench.MARGIN)
+    assert "change the defaults" in bench.verdict(0.65, 0.65 - 2 * bench.MARGIN)
+    assert "not on this grid" in bench.verdict(0.65, float("nan"))
+    # the page's defaults are on both grids, so every run says whether to keep them
+    grid = list(bench.tune_grid())
+    assert (bench.CO_WATCH_REGULARIZATION, bench.Weights()) in grid
+    assert len(grid) == len(set(grid))
+    assert {weights.hide_not_seen for _, weights in grid} == {False, True}
+    config = bench.DEFAULT_QUESTIONS
+    assert (config.lift, config.design, config.evidence, config.reach) in set(
+        itertools.product(bench.TUNE_LIFT, bench.TUNE_DESIGN, bench.TUNE_EVIDENCE, bench.TUNE_REACH)
+    )

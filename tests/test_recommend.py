@@ -617,8 +617,9 @@ def test_recommend_profile_weighs_in_what_the_answers_say_was_seen() -> None:
     model = with_training(FixedFactors(np.zeros((14, 1)), np.full(14, 3.0)), BLOCKS)
     catalogue = catalogue_for(14)
     ratings, not_seen = {12: 4.0}, {6, 7}
-    ranked = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, co_watch=0.0, novelty=0.0, not_seen=not_seen)]
-    # the skipped movies stay candidates: "haven't seen it" is what may be worth recommending
+    shown = dict(co_watch=0.0, novelty=0.0, not_seen=not_seen, hide_not_seen=False)
+    ranked = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, **shown)]
+    # with hiding off, the skipped movies stay candidates, ranked by the other answers
     assert sorted(ranked) == [i for i in range(14) if i != 12]
     likely = seen_scores(model, ratings, not_seen)
     assert ranked == sorted(ranked, key=lambda item: (-likely[item], item))
@@ -626,7 +627,7 @@ def test_recommend_profile_weighs_in_what_the_answers_say_was_seen() -> None:
     # without answers beyond the rating, both blocks are as likely; the weight 0 leaves the term out
     plain = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, co_watch=0.0, novelty=0.0)]
     assert set(plain[:6]) != set(range(6)) or set(plain[6:12]) != set(range(6, 12))
-    off = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, co_watch=0.0, novelty=0.0, seen=0.0, not_seen=not_seen)]
+    off = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, seen=0.0, **shown)]
     assert off == sorted(off)  # all scores equal: ties go to the lower index
     default = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, not_seen=not_seen)]
     assert default == [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, seen=DEFAULT_SEEN, not_seen=not_seen)]
@@ -634,3 +635,21 @@ def test_recommend_profile_weighs_in_what_the_answers_say_was_seen() -> None:
     for bad in (-0.5, 4.5, "often", True):
         with pytest.raises(ValueError, match="seen"):
             recommend_profile(model, catalogue, ratings, seen=bad)
+
+
+def test_recommend_profile_hides_the_movies_passed_over_by_default() -> None:
+    model = with_training(FixedFactors(np.zeros((14, 1)), np.full(14, 3.0)), BLOCKS)
+    catalogue = catalogue_for(14)
+    ratings, not_seen = {12: 4.0}, {6, 7}
+    hidden = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, not_seen=not_seen)]
+    shown = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=13, not_seen=not_seen, hide_not_seen=False)]
+    assert sorted(hidden) == [i for i in range(14) if i not in (6, 7, 12)]
+    assert hidden == [item for item in shown if item not in not_seen]  # the rest keep their order
+    # the same for both models of a comparison, unless asked otherwise
+    list_a, list_b, _, _ = compare_models(model, model, catalogue, ratings, k=13, not_seen=not_seen)
+    assert [r.item_idx for r in list_a] == [r.item_idx for r in list_b] == hidden
+    list_a, _, _, _ = compare_models(model, model, catalogue, ratings, k=13, not_seen=not_seen, hide_not_seen=False)
+    assert [r.item_idx for r in list_a] == shown
+    # every not-seen movie is a real one: a bad index is named, not silently dropped
+    with pytest.raises(ValueError, match=r"not_seen must hold item indices in 0\.\.13, got 14"):
+        recommend_profile(model, catalogue, ratings, not_seen={14})
