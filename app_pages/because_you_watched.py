@@ -4,7 +4,7 @@ import hashlib
 
 import streamlit as st
 
-from recengine.recommend import similar_to
+from recengine.recommend import DEFAULT_MIN_RATINGS, RecommendationFilter, similar_to
 from ui import cached, charts, state, widgets
 
 choice = state.current_choice()
@@ -13,9 +13,14 @@ catalogue = data.catalogue
 
 st.title("Because you watched…")
 st.caption("Type a movie you liked. Spelling does not need to be right.")
-query_column, k_column = st.columns([4, 1])
+query_column, k_column, count_column = st.columns([4, 1, 1])
 query = query_column.text_input("A movie you liked", placeholder="e.g. forest gump", key=f"byw-query-{choice.dataset}")
 k = k_column.number_input("How many", min_value=3, max_value=50, value=10, key="byw-k")
+min_ratings = count_column.number_input(
+    "At least … ratings", min_value=0, value=DEFAULT_MIN_RATINGS, step=10, key="byw-min-ratings",
+    help="A movie rated by a handful of people has a position in taste space set by those few: "
+    "its similarities are noise",
+)
 
 if not query.strip():
     popular = catalogue.nlargest(5, "popularity")["display_title"].tolist()
@@ -45,7 +50,10 @@ row = catalogue.iloc[chosen.item_idx]
 st.subheader(f"Because you watched {widgets.md(chosen.title)}")
 st.caption(widgets.movie_caption(row))
 
-similar = similar_to(model, chosen.item_idx, int(k), catalogue=catalogue)
+similar = similar_to(model, chosen.item_idx, int(k), catalogue=catalogue, filters=RecommendationFilter(min_ratings=int(min_ratings)))
+if not similar:
+    st.info("No other movie has that many ratings. Lower “At least … ratings”.", icon="🔎")
+    st.stop()
 st.plotly_chart(charts.similarity_bars(similar), width="stretch", config={"displayModeBar": False})
 
 st.markdown("**Seen any of them? Rate them** (adds to your profile)")

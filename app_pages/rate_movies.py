@@ -65,15 +65,18 @@ with ask:
                     "Seen it", key=f"unskip-{item}", on_click=profile.unskip, args=(item,),
                     type="tertiary", icon=":material/undo:",
                 )
-                st.caption("Marked as not seen.")
+                st.caption("Marked as not seen: it is left off your recommendations (a switch there lists it again).")
             else:
                 skip_column.button(
                     "Not seen", key=f"skip-{item}", on_click=profile.skip, args=(item,),
-                    type="tertiary", icon=":material/visibility_off:", help="Haven't seen it: skip this one",
+                    type="tertiary", icon=":material/visibility_off:", help="Haven't seen it: skip this one (it also stays off your recommendations)",
                 )
                 widgets.rating_control(item, key=f"batch-{choice.dataset}-{item}", scale=data.rating_scale, dataset=choice.dataset)
     if profile.batch:
-        st.button("Next batch", type="primary", icon=":material/arrow_forward:", on_click=show_next_batch)
+        st.button(
+            "Next batch", type="primary", icon=":material/arrow_forward:", on_click=show_next_batch,
+            help="Movies of this batch you leave unrated count as not seen",
+        )
 
     st.subheader("Rate any movie")
     query = st.text_input("Search by title", placeholder="e.g. forest gump, star wars 1977", key=f"rate-search-{choice.dataset}")

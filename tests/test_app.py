@@ -27,7 +27,7 @@ from recengine.data.movielens import DownloadError, load_dataset
 from recengine.models.base import EpochEvent, get_model_class, model_names
 from recengine.models.mf import MFConfig
 from recengine.onboarding import GOOD_PROFILE_SIZE
-from recengine.recommend import RecommendationFilter, popularity_overlap, recommend_profile, watch_next
+from recengine.recommend import DEFAULT_MIN_RATINGS, RecommendationFilter, popularity_overlap, recommend_profile, similar_to, watch_next
 from recengine.store import ArtefactInfo, ModelKey, ModelStore, TrainingJob
 from recengine.training import SCHEDULES
 from ui import charts, runs, state, widgets
@@ -492,7 +492,7 @@ def test_watch_next_follows_the_order_of_your_ratings(app, shared_store):
 
 
 # --- because you watched --------------------------------------------------------------------------------
-def test_because_you_watched_lists_similar_movies(app):
+def test_because_you_watched_lists_similar_movies(app, shared_store):
     titles = synthetic_titles()
     at = open_page(app().run(), "app_pages/because_you_watched.py")
     assert "For example" in at.info[0].value
@@ -505,6 +505,23 @@ def test_because_you_watched_lists_similar_movies(app):
     assert (np.diff(similarity) >= 0).all() and similarity.max() <= 1.0 + 1e-6  # drawn bottom-up: best on top
     similar_keys = [c.key for c in at.segmented_control if c.key.startswith("byw-rate-")]
     assert len(similar_keys) == 10
+    # only movies with enough ratings to have a meaningful place in taste space (the page's floor)
+    popularity = synthetic_catalogue()["popularity"].to_numpy()
+    shown = [int(key.rsplit("-", 1)[1]) for key in similar_keys]
+    assert (popularity[shown] >= DEFAULT_MIN_RATINGS).all()
+    model = shared_store.get(shared_store.key("synthetic", "mf", hyper=QUICK["mf"]))
+    floor = RecommendationFilter(min_ratings=DEFAULT_MIN_RATINGS)
+    # (the cards sit in two columns, so compare as sets)
+    assert set(shown) == {item for item, _, _ in similar_to(model, 40, 10, catalogue=synthetic_catalogue(), filters=floor)}
+    high = int(np.percentile(popularity, 75))
+    at.number_input(key="byw-min-ratings").set_value(high).run()
+    raised = {int(c.key.rsplit("-", 1)[1]) for c in at.segmented_control if c.key.startswith("byw-rate-")}
+    assert (popularity[list(raised)] >= high).all() and raised != set(shown)
+    assert raised == {item for item, _, _ in similar_to(model, 40, 10, catalogue=synthetic_catalogue(), filters=RecommendationFilter(min_ratings=high))}
+    at.number_input(key="byw-min-ratings").set_value(10**6).run()
+    assert_clean(at)
+    assert "No other movie has that many ratings" in at.info[0].value
+    at.number_input(key="byw-min-ratings").set_value(DEFAULT_MIN_RATINGS).run()
     rate(at, similar_keys[0], 4.0)
     assert profile_of(at).ratings == {int(similar_keys[0].rsplit("-", 1)[1]): 4.0}
 

@@ -3,12 +3,14 @@
 Starts `streamlit run app.py` on a free port with its models in a temporary folder and a
 quick MF configuration, drives it with Playwright (the system's /usr/bin/chromium; no browser
 is ever downloaded), and always stops the server. Uses ml-100k when $RECENGINE_DATA_DIR has
-it, else the synthetic dataset. Screenshots land in test-output/screenshots/ (git-ignored).
+it, else the synthetic dataset; $RECENGINE_BROWSER_DATASET picks another (say ml-latest-small).
+Screenshots land in test-output/screenshots/ (git-ignored).
 Skipped when Chromium or Playwright is missing.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -57,6 +59,9 @@ def load():
 
 @pytest.fixture(scope="module")
 def dataset() -> str:
+    chosen = os.environ.get("RECENGINE_BROWSER_DATASET", "").strip()
+    if chosen:
+        return chosen
     folder = real_data_dir()
     return "ml-100k" if folder is not None and (folder / "ml-100k").is_dir() else "synthetic"
 
@@ -159,6 +164,7 @@ def test_click_through_every_page(server, browser, dataset):
     assert_no_exception(page)
     page.get_by_test_id("stDataFrame").first.wait_for()
     expect(page.get_by_text("Your profile is still thin: 3 of about 10 ratings")).to_be_visible()
+    expect(page.get_by_text("Hide movies you passed over")).to_be_visible()
     screenshot(page, "2-recommendations")
 
     # Watch next: the next-item model trains on first use (with progress), then lists what follows.
@@ -174,13 +180,13 @@ def test_click_through_every_page(server, browser, dataset):
     screenshot(page, "2b-watch-next")
 
     go_to(page, "Because you watched")
-    query = "forest gump" if dataset == "ml-100k" else "Synthetic Movie 41"
+    query = "forest gump" if dataset != "synthetic" else "Synthetic Movie 41"
     page.get_by_label("A movie you liked").fill(query)
     page.keyboard.press("Enter")
     page.get_by_text(re.compile(r"^Because you watched .+\(\d{4}\)$")).wait_for()
     settle(page)
     assert_no_exception(page)
-    if dataset == "ml-100k":
+    if dataset != "synthetic":
         expect(page.get_by_text("Because you watched Forrest Gump (1994)")).to_be_visible()
     expect(page.locator(".js-plotly-plot")).to_have_count(1)
     screenshot(page, "3-because-you-watched")

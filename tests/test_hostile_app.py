@@ -222,3 +222,26 @@ def test_an_upload_named_in_the_url_is_opened(app, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert at.session_state["dataset"] == "my-upload"
+
+
+@pytest.mark.parametrize(("page", "key"), [
+    ("app_pages/because_you_watched.py", "byw-min-ratings"),
+    ("app_pages/recommendations.py", "rec-min-ratings"),
+])
+def test_a_ratings_floor_outside_its_range_is_ignored_or_empties_the_list_politely(app, page, key):
+    """Negative floors are refused (the previous value stays); floors above every movie's count
+    leave an empty list with a message, never an exception."""
+    at = app().run()
+    first = next(c.key for c in at.segmented_control if c.key.startswith("batch-"))
+    at.segmented_control(key=first).set_value(at.segmented_control(key=first).options[-1]).run()
+    at = open_page(at, page)
+    if page.endswith("because_you_watched.py"):
+        at.text_input(key="byw-query-synthetic").input("Synthetic Movie 1 (1996)").run()
+    for floor in (-1, -(2**63)):
+        at.number_input(key=key).set_value(floor).run()
+        assert not at.exception and not at.error, floor
+        assert at.number_input(key=key).value == 20, floor
+    for floor in (10**6, 2**53 - 1):
+        at.number_input(key=key).set_value(floor).run()
+        assert not at.exception and not at.error, floor
+        assert at.info and ("that many ratings" in at.info[0].value or "No movie passes these filters" in at.info[0].value), floor
