@@ -57,8 +57,9 @@ if not similar:
 st.plotly_chart(charts.similarity_bars(similar), width="stretch", config={"displayModeBar": False})
 
 st.markdown("**Seen any of them? Rate them** (adds to your profile)")
-cards = st.columns(2)
+# Two cards a row fit a 1..5 scale's nine rating buttons; a 0.5..5 scale's ten would wrap there.
+cards = st.columns(2 if len(widgets.rating_choices(data.rating_scale)) <= 9 else 1)
 for position, (item, _, score) in enumerate(similar):
-    with cards[position % 2]:
+    with cards[position % len(cards)]:
         key = f"byw-rate-{choice.dataset}-{item}"
         widgets.movie_card(item, catalogue, key=key, scale=data.rating_scale, dataset=choice.dataset, note=f"similarity {score:.2f}")
