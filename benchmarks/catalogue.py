@@ -16,7 +16,8 @@ well the models are trained), and times what each page asks of the library, in m
   recommend + explain      `recommend_profile(k=20, min_ratings filter)` with reasons for a
                            profile of 10 ratings, and the thin-profile flag (the recommendations
                            page: the list for no ratings too, and `profile_is_thin`)
-  similar items            `similar_to(model, item, 10, catalogue=...)` (because you watched)
+  similar items            `similar_to(model, item, 10, catalogue=..., filters=...)` with the page's
+                           ratings floor (because you watched)
 
   project_items (all)      `project_items` alone for the whole catalogue (the library's share of
                            "map all items"; the rest is the chart and its JSON)
@@ -199,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return profile_is_thin(shown, anyone, profile, data)
 
         rows.append(timing("profile_is_thin", name, thin_flag, args.repeats, PAGE_TARGET_MS))
-        rows.append(timing("similar items k=10", name, lambda: similar_to(model, probe, 10, catalogue=catalogue), args.repeats,
-                           PAGE_TARGET_MS))
+        rows.append(timing("similar items k=10", name, lambda: similar_to(model, probe, 10, catalogue=catalogue, filters=page_filter),
+                           args.repeats, PAGE_TARGET_MS))
         for label, top_n in (("map default", MAP_DEFAULT_POINTS), ("map all items", None)):
             def draw(top_n: int | None = top_n) -> int:
                 projection = project_items(model, catalogue, n_components=2, top_n=top_n)
