@@ -58,7 +58,10 @@ recommended, you = [], None
 if profile.ratings:
     recommended = [
         rec.item_idx
-        for rec in recommend_profile(model, catalogue, profile.ratings, k=RECOMMENDED_SHOWN, explain=False, not_seen=profile.not_seen)
+        for rec in recommend_profile(
+            model, catalogue, profile.ratings, k=RECOMMENDED_SHOWN, explain=False, not_seen=profile.not_seen,
+            hide_not_seen=profile.hide_not_seen,
+        )
     ]
     user_vector = model.user_vector(model.fold_in(profile.ratings))
     you = project_vector(projection, user_vector) if user_vector is not None else None

@@ -95,7 +95,8 @@ with preview:
     else:
         preview_filter = RecommendationFilter(min_ratings=PREVIEW_MIN_RATINGS)
         recommendations = recommend_profile(
-            model, catalogue, profile.ratings, k=PREVIEW_SIZE, filters=preview_filter, not_seen=profile.not_seen
+            model, catalogue, profile.ratings, k=PREVIEW_SIZE, filters=preview_filter, not_seen=profile.not_seen,
+            hide_not_seen=profile.hide_not_seen,
         )
         for rank, rec in enumerate(recommendations, start=1):
             top = rec.reasons[0] if rec.reasons and rec.reasons[0].contribution > 0 else None

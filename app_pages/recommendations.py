@@ -79,6 +79,11 @@ def score_column(explicit: bool) -> dict:
     return {"Score": st.column_config.NumberColumn("Score", format="%.3f", width="small")}
 
 
+def remember_hide_choice() -> None:
+    """The switch's new position goes to the profile, which the preview and the map read too."""
+    profile.hide_not_seen = bool(st.session_state["rec-hide-passed"])
+
+
 # --- filters ------------------------------------------------------------------------------------------
 years = catalogue["year"].dropna()
 first_year, last_year = (int(years.min()), int(years.max())) if len(years) else (1900, 2030)
@@ -102,12 +107,15 @@ with st.container(border=True):
     )
     k = k_column.number_input("How many", min_value=5, max_value=100, value=20, step=5, key="rec-k")
     passed_over = len(profile.not_seen)
-    hide_passed = st.toggle(
-        "Hide movies you passed over", value=True, key="rec-hide-passed",
+    st.session_state["rec-hide-passed"] = profile.hide_not_seen  # the profile holds the choice, for every page
+    st.toggle(
+        "Hide movies you passed over", key="rec-hide-passed", on_change=remember_hide_choice,
         help=f"{passed_over} so far: the movies you marked “Not seen” on Rate movies, or left unrated when they were "
         "offered. You either saw them or know of them and have not watched them; either way they make weak "
-        "recommendations. Off, they are listed, ranked by your other answers",
+        "recommendations. Off, they are listed, ranked by your other answers (here, in the Rate movies preview "
+        "and on the latent map)",
     )
+    hide_passed = profile.hide_not_seen
 filters = RecommendationFilter(
     genres=tuple(genres),
     year_range=None if tuple(year_range) == (first_year, last_year) else tuple(year_range),

@@ -406,6 +406,30 @@ def test_recommendations_hear_what_you_have_not_seen(app, shared_store):
     assert at.dataframe[0].value["Title"].tolist() == [rec.title for rec in listed]
     assert passed_titles & set(at.dataframe[0].value["Title"])  # popular picks: some make the top 20 again
     assert not any("are hidden" in caption.value for caption in at.caption)
+    # the choice is the profile's: it survives leaving the page, and the Rate movies preview follows it
+    assert profile_of(at).hide_not_seen is False
+    at = open_page(at, "app_pages/rate_movies.py")
+    preview = dict(k=8, filters=RecommendationFilter(min_ratings=20), explain=False, not_seen=profile.not_seen)
+    shown_titles = [rec.title for rec in recommend_profile(model, synthetic_catalogue(), profile.ratings, hide_not_seen=False, **preview)]
+    hidden_titles = [rec.title for rec in recommend_profile(model, synthetic_catalogue(), profile.ratings, **preview)]
+    assert shown_titles != hidden_titles
+    assert [line.split("**")[1] for line in preview_lines(at)] == shown_titles
+    # ... and so do the latent map's "recommended for you" diamonds (those among the map's movies)
+    at = open_page(at, "app_pages/latent_map.py")
+    diamonds = next(trace for trace in plotly_spec(at, "map-chart")["data"] if trace.get("name") == "recommended for you")
+    marked = {text.split("</b>")[0].removeprefix("<b>") for text in diamonds["text"]}
+    on_map = [
+        rec.title
+        for rec in recommend_profile(
+            model, synthetic_catalogue(), profile.ratings, k=10, explain=False, not_seen=profile.not_seen, hide_not_seen=False
+        )
+    ]
+    assert marked and marked <= set(on_map) and marked & passed_titles
+    at = open_page(at, "app_pages/recommendations.py")
+    assert at.toggle(key="rec-hide-passed").value is False
+    at.toggle(key="rec-hide-passed").set_value(True).run()
+    assert profile_of(at).hide_not_seen is True
+    assert not passed_titles & set(at.dataframe[0].value["Title"])
 
 
 def test_recommendation_filters_are_applied(app):

@@ -52,15 +52,19 @@ class Profile:
 
     ratings: {item_idx: rating} on the dataset's scale; skipped: items marked "haven't seen";
     batch: the onboarding batch on screen; shown: items already offered in earlier batches
-    (not rated, not explicitly skipped) so "Next batch" moves on; listener: when set (a saved
-    profile is active), told about each rate/unrate/skip/unskip as it happens. Change ratings
-    and skips through the methods, not the dict and set, so the listener hears of them.
+    (not rated, not explicitly skipped) so "Next batch" moves on; hide_not_seen: whether
+    recommendations leave out the `not_seen` movies (the Recommendations page's switch, which
+    the onboarding preview and the latent map follow; a display choice, kept by `reset`);
+    listener: when set (a saved profile is active), told about each rate/unrate/skip/unskip as
+    it happens. Change ratings and skips through the methods, not the dict and set, so the
+    listener hears of them.
     """
 
     ratings: dict[int, float] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
     batch: list[int] = field(default_factory=list)
     shown: set[int] = field(default_factory=set)
+    hide_not_seen: bool = True
     listener: ProfileListener | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
