@@ -363,10 +363,11 @@ class Questioner:
         """log `seen_probability` for ranking recommendations: (n_items,) float64 in [log SEEN_FLOOR, 0].
 
         One difference: a skipped movie's own answer is left out of its estimate, which comes
-        from the other answers alone (leave-one-out). "Haven't seen it" is exactly what a person
-        may want recommended, so it must not push that movie down; it still lowers the movies
-        usually watched with it, and a skipped movie outside the pool keeps its prior. Rated
-        movies get 0 (they are never recommended).
+        from the other answers alone (leave-one-out). The answer still lowers the movies usually
+        watched with it; a skipped movie outside the pool keeps its prior. Whether skipped movies
+        are recommended at all is `recengine.recommend.recommend_profile`'s `hide_not_seen`: when
+        a person asks to see them, each is ranked by what the rest of their answers say, not
+        buried by its own. Rated movies get 0 (they are never recommended).
         """
         rated_items = item_indices(rated, self.n_items, "rated")
         skipped_items = np.setdiff1d(item_indices(skipped, self.n_items, "skipped"), rated_items)

@@ -38,6 +38,11 @@ from recengine.onboarding import Questioner
 from fakes import FixedFactors  # noqa: E402  (tests/fakes.py)
 
 
+def standardise(x: np.ndarray) -> np.ndarray:
+    """The z-score `ranking_values` applies to each signal over the candidates."""
+    return (x - x.mean()) / x.std()
+
+
 def catalogue_for(n_items: int, popularity=None, genres=None, years=None) -> pd.DataFrame:
     """A catalogue whose `popularity` column is `popularity` (default: all 1)."""
     popularity = np.ones(n_items, dtype=np.int64) if popularity is None else np.asarray(popularity, dtype=np.int64)
@@ -142,15 +147,14 @@ def test_novelty_one_pushes_popular_items_down() -> None:
     plain = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=0.0)]
     novel = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=1.0)]
     assert plain == [0, 1, 2, 3, 4, 5]
-    # Reference: z(score) + z(log popularity rank), rank 1 = most popular.
-    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
-    adjusted = z(bias) + z(np.log(np.arange(1, 7)))
-    # z(bias) = [.54 .49 .45 .40 .35 -2.23], z(log rank) = [-1.81 -.67 .00 .48 .85 1.15]
+    # Reference: standardise(score) + standardise(log popularity rank), rank 1 = most popular.
+    adjusted = standardise(bias) + standardise(np.log(np.arange(1, 7)))
+    # standardise(bias) = [.54 .49 .45 .40 .35 -2.23], standardise(log rank) = [-1.81 -.67 .00 .48 .85 1.15]
     assert novel == np.argsort(-adjusted, kind="stable").tolist() == [4, 3, 2, 1, 5, 0]
     top3_popularity = lambda items: popularity[items[:3]].mean()  # noqa: E731
     assert top3_popularity(novel) == 40 and top3_popularity(plain) == 260
     half = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=0.5)]
-    assert half == np.argsort(-(z(bias) + 0.5 * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
+    assert half == np.argsort(-(standardise(bias) + 0.5 * standardise(np.log(np.arange(1, 7)))), kind="stable").tolist()
 
 
 def test_negative_novelty_pulls_popular_items_up() -> None:
@@ -161,16 +165,15 @@ def test_negative_novelty_pulls_popular_items_up() -> None:
     catalogue = catalogue_for(6, popularity)
     plain = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=0.0)]
     assert plain == [5, 4, 3, 2, 1, 0]
-    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
-    # z(bias) = [-1.09 -.74 -.40 -.06 .29 2.00], z(log rank) = [-1.81 -.67 .00 .48 .85 1.15]
+    # standardise(bias) = [-1.09 -.74 -.40 -.06 .29 2.00], standardise(log rank) = [-1.81 -.67 .00 .48 .85 1.15]
     # difference = [.72 -.08 -.40 -.54 -.56 .85]: the most-rated item climbs from last to second
     familiar = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=-1.0)]
-    expected = np.argsort(-(z(bias) - z(np.log(np.arange(1, 7)))), kind="stable").tolist()
+    expected = np.argsort(-(standardise(bias) - standardise(np.log(np.arange(1, 7)))), kind="stable").tolist()
     assert familiar == expected == [5, 0, 1, 2, 3, 4]
     default = [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6)]
     assert default == [r.item_idx for r in recommend_profile(model, catalogue, {}, k=6, novelty=DEFAULT_NOVELTY)]
     assert NOVELTY_RANGE[0] <= DEFAULT_NOVELTY <= NOVELTY_RANGE[1]
-    assert default == np.argsort(-(z(bias) + DEFAULT_NOVELTY * z(np.log(np.arange(1, 7)))), kind="stable").tolist()
+    assert default == np.argsort(-(standardise(bias) + DEFAULT_NOVELTY * standardise(np.log(np.arange(1, 7)))), kind="stable").tolist()
 
 
 def test_ranking_values_match_a_row_by_row_reference() -> None:
@@ -188,8 +191,7 @@ def test_ranking_values_match_a_row_by_row_reference() -> None:
         kept = keep[row] & np.isfinite(scores[row])
         expected = np.full(9, -np.inf)
         if kept.sum() > 1:
-            z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
-            expected[kept] = z(scores[row, kept]) - 0.4 * z(log_rank[kept])
+            expected[kept] = standardise(scores[row, kept]) - 0.4 * standardise(log_rank[kept])
         else:
             expected[kept] = 0.0
         np.testing.assert_allclose(values[row], expected, atol=1e-12)
@@ -525,17 +527,20 @@ def test_co_watch_of_a_model_is_built_once_per_training() -> None:
     assert co_watch_scores(bare, {0: 4.0}).tolist() == [0.0, 0.0, 0.0]
 
 
+#: Four items, the last one not a candidate, for the `ranking_values` tests: model scores,
+#: co-watch scores, popularity (ranks [4, 1, 3] among the candidates) and the candidates' log rank.
+BLEND_SCORES = np.array([4.0, 3.0, 2.0, 5.0])
+BLEND_CO_WATCH = np.array([0.0, 0.6, 0.2, 0.1])
+BLEND_POPULARITY = np.array([10, 40, 20, 30])
+BLEND_KEEP = np.array([True, True, True, False])
+BLEND_LOG_RANK = np.log([4.0, 1.0, 3.0])
+
+
 def test_ranking_values_blend_is_the_weighted_sum_of_standardised_signals() -> None:
-    scores = np.array([4.0, 3.0, 2.0, 5.0])
-    co_watch = np.array([0.0, 0.6, 0.2, 0.1])
-    popularity = np.array([10, 40, 20, 30])
-    keep = np.array([True, True, True, False])
-    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
-    # candidates 0..2: z(scores) = [1.22, 0, -1.22], z(co_watch) = [-1.07, 1.34, -0.27]
-    # popularity ranks [4, 1, 3] -> z(log rank)
-    log_rank = np.log([4.0, 1.0, 3.0])
+    scores, co_watch, popularity, keep, log_rank = BLEND_SCORES, BLEND_CO_WATCH, BLEND_POPULARITY, BLEND_KEEP, BLEND_LOG_RANK
+    # candidates 0..2: standardise(scores) = [1.22, 0, -1.22], standardise(co_watch) = [-1.07, 1.34, -0.27]
     values = ranking_values(scores, popularity, keep, -0.3, co_watch=co_watch, co_watch_weight=2.0)
-    expected = z(scores[:3]) + 2.0 * z(co_watch[:3]) - 0.3 * z(log_rank)
+    expected = standardise(scores[:3]) + 2.0 * standardise(co_watch[:3]) - 0.3 * standardise(log_rank)
     np.testing.assert_allclose(values[:3], expected, atol=1e-12)
     assert values[3] == -np.inf
     assert np.argmax(values) == 1  # the co-watch favourite wins at this weight
@@ -563,8 +568,7 @@ def test_recommend_profile_weighs_in_what_people_who_rated_the_same_also_rated()
     assert alone == [1, 2, 3, 4]
     blended = recommend_profile(model, catalogue, ratings, k=4, co_watch=1.0, seen=0.0)
     watched = CoWatch.of_model(model).scores(np.array([True, False, False, False, False]))
-    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
-    expected = np.argsort(-(z(bias[1:]) + 1.0 * z(watched[1:])), kind="stable") + 1
+    expected = np.argsort(-(standardise(bias[1:]) + 1.0 * standardise(watched[1:])), kind="stable") + 1
     assert [r.item_idx for r in blended] == expected.tolist() and blended[0].item_idx == 3
     assert [r.score for r in blended] == pytest.approx([bias[r.item_idx] for r in blended])  # the shown score is the model's
     default = [r.item_idx for r in recommend_profile(model, catalogue, ratings, k=4)]
@@ -576,15 +580,10 @@ def test_recommend_profile_weighs_in_what_people_who_rated_the_same_also_rated()
 
 
 def test_ranking_values_add_the_weighted_standardised_seen_term() -> None:
-    scores = np.array([4.0, 3.0, 2.0, 5.0])
-    co_watch = np.array([0.0, 0.6, 0.2, 0.1])
+    scores, co_watch, popularity, keep, log_rank = BLEND_SCORES, BLEND_CO_WATCH, BLEND_POPULARITY, BLEND_KEEP, BLEND_LOG_RANK
     seen = np.log([0.2, 0.1, 0.99, 0.3])
-    popularity = np.array([10, 40, 20, 30])
-    keep = np.array([True, True, True, False])
-    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
-    log_rank = np.log([4.0, 1.0, 3.0])
     values = ranking_values(scores, popularity, keep, 0.25, co_watch=co_watch, co_watch_weight=0.5, seen=seen, seen_weight=3.0)
-    expected = z(scores[:3]) + 0.5 * z(co_watch[:3]) + 3.0 * z(seen[:3]) + 0.25 * z(log_rank)
+    expected = standardise(scores[:3]) + 0.5 * standardise(co_watch[:3]) + 3.0 * standardise(seen[:3]) + 0.25 * standardise(log_rank)
     np.testing.assert_allclose(values[:3], expected, atol=1e-12)
     assert values[3] == -np.inf and np.argmax(values) == 2  # the likely-seen movie wins at this weight
     without = ranking_values(scores, popularity, keep, 0.25, co_watch=co_watch, co_watch_weight=0.5)
